@@ -1,0 +1,1 @@
+"""HTTP transport: one router module per resource. Handlers fetch a service object and map its result."""

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.protocol import DependencyState, Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+# Without these the service cannot answer searches at all; the others only degrade it.
+HARD_DEPENDENCIES = {"vector_store", "embedder"}
+PROBE_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(request: Request) -> JSONResponse:
+    probes = request.app.state.services.probes()
+    states = await asyncio.gather(*(_probe(p) for p in probes.values()))
+    dependencies = dict(zip(probes, states, strict=True))
+    if any(not dependencies[name].ok for name in HARD_DEPENDENCIES):
+        status, code = "unavailable", 503
+    elif all(d.ok for d in dependencies.values()):
+        status, code = "ready", 200
+    else:
+        status, code = "degraded", 200
+    body = Readiness(status=status, dependencies=dependencies)
+    headers = {"Retry-After": "5"} if code == 503 else None
+    return JSONResponse(body.model_dump(), status_code=code, headers=headers)
+
+
+async def _probe(check) -> DependencyState:
+    try:
+        detail = await asyncio.wait_for(check(), PROBE_TIMEOUT_S)
+    except Exception as exc:  # any failure of a dependency is a "not ok", never a 500
+        return DependencyState(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300] or "timeout")
+    return DependencyState(ok=True, detail=detail or "ok")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

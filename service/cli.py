@@ -1,0 +1,92 @@
+"""`thinksearch` command line: `serve` (default) and `eval`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.request_context import RequestIdLogFilter
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdLogFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Our middleware logs one line per request with its id; uvicorn's own access log would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.main import create_app
+    from service.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if not settings.qdrant_url and settings.qdrant_path != ":memory:":
+        os.makedirs(settings.qdrant_path, exist_ok=True)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from service.evaluation import run_evaluation
+
+    run_evaluation(
+        base_url=args.url,
+        data_dir=args.data,
+        collection=args.collection,
+        think=args.think,
+        api_key=args.api_key or os.environ.get("THINKSEARCH_API_KEY"),
+        split=args.split,
+        batch_size=args.batch_size,
+        max_queries=args.max_queries,
+        concurrency=args.concurrency,
+        skip_ingest=args.skip_ingest,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="thinksearch", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    p_serve = sub.add_parser("serve", help="run the HTTP service (configured by environment variables)")
+    p_serve.add_argument("--host", default=None)
+    p_serve.add_argument("--port", type=int, default=None)
+    p_serve.set_defaults(func=serve)
+
+    p_eval = sub.add_parser("eval", help="ingest a BEIR folder through the REST API and print nDCG@10 etc.")
+    p_eval.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    p_eval.add_argument("--collection", required=True)
+    p_eval.add_argument("--url", default="http://127.0.0.1:8000")
+    p_eval.add_argument("--think", action="store_true", help="search in think mode (default: direct)")
+    p_eval.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY")
+    p_eval.add_argument("--split", default="test")
+    p_eval.add_argument("--batch-size", type=int, default=256)
+    p_eval.add_argument("--max-queries", type=int, default=None)
+    p_eval.add_argument("--concurrency", type=int, default=4)
+    p_eval.add_argument("--skip-ingest", action="store_true", help="the collection is already loaded")
+    p_eval.set_defaults(func=evaluate)
+
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

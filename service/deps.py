@@ -1,0 +1,41 @@
+"""Typed dependency aliases: handlers ask for the service object they need, created in the lifespan."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.catalog import Catalog
+from service.pipeline import SearchPipeline
+from service.problems import Problem
+from service.protocol import COLLECTION_NAME
+from service.settings import Settings
+
+_COLLECTION_NAME = re.compile(COLLECTION_NAME)
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _catalog(request: Request) -> Catalog:
+    return request.app.state.services.catalog
+
+
+def _pipeline(request: Request) -> SearchPipeline:
+    return request.app.state.services.pipeline
+
+
+def _collection_name(name: str) -> str:
+    # A name that cannot exist is simply an unknown collection (and never reaches Qdrant).
+    if not _COLLECTION_NAME.match(name):
+        raise Problem(404, f"Collection '{name[:80]}' does not exist.")
+    return name
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+PipelineDep = Annotated[SearchPipeline, Depends(_pipeline)]
+CollectionName = Annotated[str, Depends(_collection_name)]

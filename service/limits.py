@@ -1,0 +1,28 @@
+"""Configurable size limits (docs/api.md): a field outside its limit is a 422 naming the field."""
+
+from __future__ import annotations
+
+import json
+
+from service.problems import field_error
+from service.protocol import SearchRequest, UpsertRequest
+from service.settings import Settings
+
+
+def check_upsert(request: UpsertRequest, settings: Settings) -> None:
+    if len(request.documents) > settings.max_documents_per_request:
+        raise field_error("documents", f"at most {settings.max_documents_per_request} documents per request")
+    for i, doc in enumerate(request.documents):
+        if len(doc.text) > settings.max_text_chars:
+            raise field_error(f"documents[{i}].text", f"longer than {settings.max_text_chars} characters")
+        if len(doc.title) > settings.max_text_chars:
+            raise field_error(f"documents[{i}].title", f"longer than {settings.max_text_chars} characters")
+        if len(json.dumps(doc.metadata).encode()) > settings.max_metadata_bytes:
+            raise field_error(f"documents[{i}].metadata", f"larger than {settings.max_metadata_bytes} bytes")
+
+
+def check_search(request: SearchRequest, settings: Settings) -> None:
+    if len(request.query) > settings.max_query_chars:
+        raise field_error("query", f"longer than {settings.max_query_chars} characters")
+    if request.top_k > settings.max_top_k:
+        raise field_error("top_k", f"must be between 1 and {settings.max_top_k}")

@@ -1,0 +1,155 @@
+"""App factory and lifespan: every shared client is created here and closed here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.api import collections, documents, health, search
+from service.cache import ThoughtCache, make_thought_cache
+from service.catalog import Catalog
+from service.embedder import Embedder, EmbedderError, make_embedder
+from service.pipeline import SearchPipeline
+from service.problems import install_problem_handlers, problem_response
+from service.profiles import make_profile
+from service.request_context import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.settings import Settings, get_settings
+from service.thinker import ThinkerClient, ThinkerError
+from service.vectorstore import CollectionExists, CollectionNotFound, StoreUnavailable, VectorMismatch, VectorStore
+
+log = logging.getLogger("thinksearch")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: VectorStore
+    embedder: Embedder
+    cache: ThoughtCache
+    thinker: ThinkerClient | None
+    catalog: Catalog
+    pipeline: SearchPipeline
+
+    def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
+        """Readiness checks by dependency name (see /readyz)."""
+
+        async def store() -> str:
+            await self.store.ping()
+            return "qdrant " + (self.settings.qdrant_url or f"embedded ({self.settings.qdrant_path})")
+
+        async def embedder() -> str:
+            await self.embedder.ping()
+            return self.embedder.name
+
+        async def cache() -> str:
+            await self.cache.ping()
+            return self.cache.name
+
+        checks = {"vector_store": store, "embedder": embedder, "thought_cache": cache}
+        if self.thinker is not None:
+            thinker = self.thinker
+
+            async def think() -> str:
+                await thinker.ping()
+                return f"{self.settings.thinker_url} ({thinker.known_model or 'model not resolved'})"
+
+            checks["thinker"] = think
+        return checks
+
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
+        for client in (self.thinker, self.cache, self.embedder, self.store):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+async def open_services(settings: Settings) -> Services:
+    store = VectorStore.connect(
+        url=settings.qdrant_url, api_key=settings.qdrant_api_key, path=settings.qdrant_path,
+        timeout_s=settings.qdrant_timeout_s,
+    )
+    # Loading a local model blocks for seconds: keep it off the event loop.
+    embedder = await asyncio.to_thread(
+        make_embedder, settings.embedder_url, model=settings.embedder_model, api_key=settings.embedder_api_key,
+        timeout_s=settings.embedder_timeout_s, batch_size=settings.embedder_batch_size,
+    )
+    cache = make_thought_cache(
+        settings.redis_url, ttl_s=settings.thought_cache_ttl_s, size=settings.thought_cache_size,
+        timeout_s=settings.redis_timeout_s,
+    )
+    thinker = None
+    if settings.thinker_url:
+        thinker = ThinkerClient(
+            settings.thinker_url, model=settings.thinker_model, api_key=settings.thinker_api_key,
+            timeout_s=settings.thinker_timeout_s, max_connections=settings.thinker_max_connections,
+        )
+        # Best effort: a worker that is down at startup is asked again on the first search.
+        with contextlib.suppress(ThinkerError, TimeoutError):
+            await asyncio.wait_for(thinker.model(), 2.0)
+    profile = make_profile(settings)
+    return Services(
+        settings=settings, store=store, embedder=embedder, cache=cache, thinker=thinker,
+        catalog=Catalog(store, embedder, profile),
+        pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store),
+    )
+
+
+def _log_startup(settings: Settings, services: Services) -> None:
+    log.info(
+        "ThinkSearch %s: profile=%s think_default=%s thinker=%s embedder=%s store=%s cache=%s",
+        __version__, settings.think_profile, settings.think_default, settings.thinker_url or "off",
+        services.embedder.name, settings.qdrant_url or f"embedded:{settings.qdrant_path}", services.cache.name,
+    )
+    if not settings.api_keys:
+        log.warning("No API_KEYS configured: the API is open to anyone who can reach it (development mode).")
+
+
+def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]:
+    def handler(status: int, detail: Callable[[Exception], str], retry: bool = False):
+        async def handle(_: Request, exc: Exception) -> JSONResponse:
+            headers = {"Retry-After": "5"} if retry else None
+            return problem_response(status, detail(exc), headers=headers)
+
+        return handle
+
+    return {
+        CollectionNotFound: handler(404, lambda e: f"Collection '{e}' does not exist."),
+        CollectionExists: handler(409, lambda e: f"Collection '{e}' already exists."),
+        VectorMismatch: handler(409, lambda e: f"The collection was built with another embedder: {e}"),
+        StoreUnavailable: handler(503, lambda e: f"The vector store is unavailable: {e}", retry=True),
+        EmbedderError: handler(503, lambda e: f"The embedder is unavailable: {e}", retry=True),
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await open_services(settings)
+        app.state.services = services
+        _log_startup(settings, services)
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(title="ThinkSearch", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    install_problem_handlers(app)
+    for exc_type, handle in _domain_error_handlers().items():
+        app.add_exception_handler(exc_type, handle)
+    # Added last = outermost: even a 413 carries X-Request-ID.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_suffixes=("/bulk",))
+    app.add_middleware(RequestContextMiddleware)
+    for module in (health, collections, documents, search):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,149 @@
+"""Think profiles: how a query becomes a thought request, which texts get embedded, and how vectors are fused.
+
+Each profile follows its reference method (docs/methods.md); a profile also fixes how documents are formatted
+for embedding, so a collection must be searched with the profile it was ingested with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from service.settings import Settings
+
+O1_EMB = "<emb>"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class ThoughtRequest:
+    """One request to the thought worker: `n` samples of `prompt` (chat message or raw completion)."""
+
+    api: Literal["chat", "completion"]
+    prompt: str
+    sampling: Sampling
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class ThinkProfile:
+    name: str
+    api: Literal["chat", "completion"]
+    default_prompt: str
+    default_sampling: Sampling
+
+    def __init__(self, settings: Settings) -> None:
+        self.prompt = settings.think_prompt or self.default_prompt
+        d = self.default_sampling
+        self.sampling = Sampling(
+            n=settings.think_n or d.n,
+            temperature=d.temperature if settings.think_temperature is None else settings.think_temperature,
+            top_p=settings.think_top_p or d.top_p,
+            max_tokens=settings.think_max_tokens or d.max_tokens,
+        )
+
+    def thought_request(self, query: str) -> ThoughtRequest:
+        return ThoughtRequest(self.api, self.prompt.format(query=query), self.sampling)
+
+    def cache_key(self, query: str, model: str) -> str:
+        """Everything that changes the thoughts: profile, model, prompt, sampling, normalised query."""
+        material = {
+            "profile": self.name,
+            "model": model,
+            "prompt": self.prompt,
+            "sampling": asdict(self.sampling),
+            "query": " ".join(query.split()),
+        }
+        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+        return f"thinksearch:thought:v1:{digest}"
+
+    def document_text(self, title: str, text: str) -> str:
+        # As MTEB/BEIR embed a document: title + " " + text.
+        return f"{title} {text}" if title else text
+
+    def query_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
+        """Texts to embed for this query; no thoughts = direct mode."""
+        raise NotImplementedError
+
+    def fuse(self, vectors: np.ndarray) -> np.ndarray:
+        """One query vector from the embeddings of `query_texts`."""
+        return vectors.mean(axis=0)
+
+
+class HydeProfile(ThinkProfile):
+    """HyDE: n passages; query vector = mean of the embeddings of [query] + passages (unnormalised mean)."""
+
+    name = "hyde"
+    api = "chat"
+    default_prompt = "Please write a passage to answer the question.\nQuestion: {query}\nPassage:"
+    default_sampling = Sampling(n=8, temperature=0.7, top_p=1.0, max_tokens=512)
+
+    def query_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
+        return [query, *(thoughts or [])]
+
+
+class Query2docProfile(ThinkProfile):
+    """Query2doc (dense): embed `query [SEP] pseudo_doc`; with n > 1, the mean over pseudo-docs."""
+
+    name = "query2doc"
+    api = "chat"
+    default_prompt = "Write a passage that answers the given query.\nQuery: {query}\nPassage:"
+    default_sampling = Sampling(n=1, temperature=0.7, top_p=1.0, max_tokens=128)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.separator = settings.query2doc_separator
+
+    def query_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
+        if not thoughts:
+            return [query]
+        return [f"{query}{self.separator}{t}" for t in thoughts]
+
+
+class O1Profile(ThinkProfile):
+    """O1 Embedder: raw completion of `<query>q</query><thought>`; each thought embedded after the prompt with
+    EOS and `<emb>`; query vector = mean of the L2-normalised thought vectors (not re-normalised)."""
+
+    name = "o1"
+    api = "completion"
+    default_prompt = "<query>{query}</query><thought>"
+    default_sampling = Sampling(n=3, temperature=0.1, top_p=0.9, max_tokens=128)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.eos = settings.think_eos
+
+    def document_text(self, title: str, text: str) -> str:
+        return super().document_text(title, text) + O1_EMB
+
+    def query_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
+        prompt = self.prompt.format(query=query)
+        # Direct mode: an empty thought, so the query is still embedded in the format the model was trained on.
+        return [f"{prompt}{self._with_eos(t)}{O1_EMB}" for t in (thoughts or [""])]
+
+    def _with_eos(self, thought: str) -> str:
+        return thought if thought.endswith(self.eos) else thought + self.eos
+
+    def fuse(self, vectors: np.ndarray) -> np.ndarray:
+        return _normalise(vectors).mean(axis=0)
+
+
+PROFILES: dict[str, type[ThinkProfile]] = {p.name: p for p in (HydeProfile, O1Profile, Query2docProfile)}
+
+
+def make_profile(settings: Settings) -> ThinkProfile:
+    return PROFILES[settings.think_profile](settings)

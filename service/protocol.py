@@ -1,0 +1,144 @@
+"""Request and response schemas of the REST API (docs/api.md). Unknown fields are rejected (422), so a typo such
+as `topk` is an error, not a silently ignored field. Size limits are configurable and checked by the services."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_scalar_or_scalar_list(value: Any, *, allow_null: bool) -> bool:
+    scalars = SCALARS if allow_null else SCALARS[:-1]
+    if isinstance(value, list):
+        return all(isinstance(v, scalars) for v in value)
+    return isinstance(value, scalars)
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    for key, v in value.items():
+        if not _is_scalar_or_scalar_list(v, allow_null=True):
+            raise ValueError(f"'{key}' must be a scalar or a list of scalars")
+    return value
+
+
+def _filter(value: dict[str, Any]) -> dict[str, Any]:
+    for key, v in value.items():
+        if not _is_scalar_or_scalar_list(v, allow_null=False) or v == []:
+            raise ValueError(f"'{key}' must be a value or a non-empty list of values")
+    return value
+
+
+# One readable error per bad entry, instead of one per member of a union type.
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+Filter = Annotated[dict[str, Any], AfterValidator(_filter)]
+COLLECTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+NonBlank = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- collections ---
+
+
+class CollectionCreate(Strict):
+    name: str = Field(pattern=COLLECTION_NAME)
+
+
+class CollectionCreated(BaseModel):
+    name: str
+    dimension: int
+    distance: str
+    embedder: str
+
+
+class CollectionSummary(BaseModel):
+    name: str
+    count: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary]
+
+
+class CollectionDetail(CollectionCreated):
+    count: int
+
+
+# --- documents ---
+
+
+class DocumentIn(Strict):
+    id: str = Field(min_length=1, max_length=512)
+    text: NonBlank
+    title: str = ""
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class UpsertRequest(Strict):
+    documents: list[DocumentIn] = Field(min_length=1)
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str
+    title: str
+    metadata: dict[str, Any]
+
+
+# --- search ---
+
+
+class SearchRequest(Strict):
+    query: NonBlank
+    top_k: int = Field(default=10, ge=1)
+    filter: Filter | None = None
+    think: bool | None = None
+    include_thoughts: bool = False
+    deadline_ms: int | None = Field(default=None, ge=1, le=600_000)
+
+
+class SearchHit(DocumentOut):
+    score: float
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+    mode: Literal["think", "direct"]
+    thought_cache: Literal["hit", "miss", "coalesced"] | None
+    degraded: bool
+    thoughts: list[str] | None
+    timings_ms: dict[str, float]
+
+
+# --- health ---
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class DependencyState(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "unavailable"]
+    dependencies: dict[str, DependencyState]

@@ -1,0 +1,82 @@
+"""The one settings object: every knob of the service, read from the environment (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["search", "ingest", "admin"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Bind address (the container image sets HOST=0.0.0.0).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    # Vector store: a Qdrant server/cluster, or qdrant-client's embedded local mode.
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_path: str = "./data/qdrant"
+    qdrant_timeout_s: float = 10.0
+
+    # Thought cache, coalescing and (later) jobs; unset = in-process cache.
+    redis_url: str | None = None
+    redis_timeout_s: float = 0.25
+    thought_cache_ttl_s: int = 7 * 24 * 3600
+    thought_cache_size: int = 10_000
+
+    # Thought worker (any OpenAI-compatible server; vLLM in production).
+    thinker_url: str | None = None
+    thinker_model: str | None = None
+    thinker_api_key: str | None = None
+    thinker_timeout_s: float = 60.0
+    thinker_max_connections: int = 64
+    think_profile: Literal["hyde", "o1", "query2doc"] = "hyde"
+    think_default: bool | None = None
+    # Overrides of the profile's reference prompt and sampling parameters (unset = the reference values).
+    think_prompt: str | None = None
+    think_n: int | None = Field(default=None, ge=1, le=32)
+    think_temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    think_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    think_max_tokens: int | None = Field(default=None, ge=1)
+    # O1 profile: the end-of-sequence text appended to each thought before `<emb>`.
+    think_eos: str = "<|endoftext|>"
+    # Query2doc profile: what joins the query and the pseudo-document.
+    query2doc_separator: str = " [SEP] "
+    # Default latency budget of a search; past it a search answers in direct mode (degraded).
+    search_deadline_ms: int = Field(default=10_000, ge=1)
+
+    # Embedder: an OpenAI-compatible /v1/embeddings server, or in-process sentence-transformers.
+    embedder_url: str | None = None
+    embedder_model: str | None = None
+    embedder_api_key: str | None = None
+    embedder_timeout_s: float = 30.0
+    embedder_batch_size: int = Field(default=64, ge=1)
+
+    # Auth: {"key": ["search", "ingest", "admin"], ...}; empty = open (development).
+    api_keys: dict[str, list[Scope]] = Field(default_factory=dict)
+
+    # Request limits.
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_documents_per_request: int = 1000
+    max_text_chars: int = 100_000
+    max_metadata_bytes: int = 16 * 1024
+    max_query_chars: int = 8000
+    max_top_k: int = 100
+
+    @model_validator(mode="after")
+    def _default_think(self) -> Settings:
+        if self.think_default is None:
+            self.think_default = self.thinker_url is not None
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

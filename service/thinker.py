@@ -1,0 +1,108 @@
+"""Client of the thought worker: any OpenAI-compatible server (vLLM in production).
+
+All n samples of a query are asked for in ONE request (`n`), so vLLM shares the prompt's prefill across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+
+from service.profiles import ThoughtRequest
+
+
+class ThinkerError(Exception):
+    """The worker could not produce thoughts; `kind` labels the metric (timeout, connect, http_503, ...)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Generation:
+    thoughts: list[str]
+    completion_tokens: int
+
+
+class ThinkerClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None,
+        api_key: str | None,
+        timeout_s: float,
+        max_connections: int,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self._model = model
+        self._model_lock = asyncio.Lock()
+
+    @property
+    def known_model(self) -> str | None:
+        return self._model
+
+    async def model(self) -> str:
+        """The configured model, else the worker's only model (asked once)."""
+        if self._model is None:
+            async with self._model_lock:
+                if self._model is None:
+                    data = await self._call("GET", "models")
+                    models = [m["id"] for m in data.get("data", [])]
+                    if not models:
+                        raise ThinkerError("protocol", "the worker lists no model")
+                    self._model = models[0]
+        return self._model
+
+    async def generate(self, request: ThoughtRequest) -> Generation:
+        s = request.sampling
+        body: dict[str, object] = {
+            "model": await self.model(),
+            "n": s.n,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
+        if request.api == "chat":
+            body["messages"] = [{"role": "user", "content": request.prompt}]
+            data = await self._call("POST", "chat/completions", json=body)
+            texts = [((c.get("message") or {}).get("content") or "").strip() for c in data.get("choices", [])]
+        else:
+            # A raw completion returns only the continuation; the profile rebuilds the prompt around it.
+            body["prompt"] = request.prompt
+            data = await self._call("POST", "completions", json=body)
+            texts = [c.get("text") or "" for c in data.get("choices", [])]
+        if not texts:
+            raise ThinkerError("protocol", "the worker returned no choices")
+        tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+        return Generation(thoughts=texts, completion_tokens=tokens)
+
+    async def ping(self) -> None:
+        await self._call("GET", "models")
+
+    async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+        try:
+            response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TimeoutException as exc:
+            raise ThinkerError("timeout", repr(exc)) from exc
+        except httpx.TransportError as exc:
+            raise ThinkerError("connect", repr(exc)) from exc
+        if response.status_code >= 400:
+            raise ThinkerError(f"http_{response.status_code}", response.text[:300])
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ThinkerError("protocol", "the worker answered with invalid JSON") from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,39 @@
+"""Session-wide real servers: each starts once per test session (vLLM takes ~40 s on 2 cores)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import RedisServer, VLLMServer
+from tests.support.tinymodel import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Qwen2 with ChatML and O1 Embedder special tokens, generated now (no model hub here)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def vllm(tiny_model: Path) -> Iterator[VLLMServer]:
+    """The thought worker: vLLM (CPU build) serving the tiny model for completions."""
+    with VLLMServer(tiny_model, "tiny-think") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def vllm_embed(tiny_model: Path) -> Iterator[VLLMServer]:
+    """The same checkpoint on vLLM's pooling runner (last token, normalised): the O1 profile's embedder."""
+    # cpu_bind="1": vLLM pins its worker to core 0 by default; keep the two servers apart on 2 cores.
+    with VLLMServer(tiny_model, "tiny-embed", embed=True, cpu_bind="1") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the tests' own, on a free port."""
+    with RedisServer() as server:
+        yield server

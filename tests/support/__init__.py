@@ -1,0 +1,1 @@
+"""Test support: a generated tiny model and real server processes (vLLM, Redis)."""

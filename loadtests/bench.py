@@ -37,7 +37,8 @@ THINK_ENV = {"THINK_PROFILE": "hyde", "THINK_N": "8", "THINK_MAX_TOKENS": "128"}
 
 
 def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -103,11 +104,25 @@ def hot_path(base: str, docs: list[dict], rounds: int) -> None:
         for _ in range(3):
             await once(profile.query_texts(query, thoughts))
         for _ in range(rounds):
-            http_think.append(timed(lambda: client.post(
-                "/v1/collections/bench/search", json={"query": query}).json()["thought_cache"] == "hit"))
+            http_think.append(
+                timed(
+                    lambda: (
+                        client.post("/v1/collections/bench/search", json={"query": query}).json()["thought_cache"]
+                        == "hit"
+                    )
+                )
+            )
             think_in.append(await once(profile.query_texts(query, thoughts)))
-            http_direct.append(timed(lambda: client.post(
-                "/v1/collections/bench/search", json={"query": query, "think": False}).json()["mode"] == "direct"))
+            http_direct.append(
+                timed(
+                    lambda: (
+                        client.post("/v1/collections/bench/search", json={"query": query, "think": False}).json()[
+                            "mode"
+                        ]
+                        == "direct"
+                    )
+                )
+            )
             direct_in.append(await once(profile.query_texts(query, None)))
         await embedder.aclose()
         return think_in, direct_in
@@ -130,7 +145,8 @@ def hot_path(base: str, docs: list[dict], rounds: int) -> None:
     for label, http, inproc in (("think, cached", http_think, think_in), ("direct", http_direct, direct_in)):
         print(f"    {label + ' via HTTP /search':28} {pct(http, 50):9.2f} {pct(http, 95):9.2f}")
         print(f"    {label + ' in-process':28} {pct(inproc, 50):9.2f} {pct(inproc, 95):9.2f}")
-        print(f"    {label + ' ratio':28} {pct(http, 50) / pct(inproc, 50):9.3f} {pct(http, 95) / pct(inproc, 95):9.3f}")
+        ratio50, ratio95 = pct(http, 50) / pct(inproc, 50), pct(http, 95) / pct(inproc, 95)
+        print(f"    {label + ' ratio':28} {ratio50:9.3f} {ratio95:9.3f}")
 
 
 def cold_queries(base: str, vllm: VLLMServer, distinct: int, repeats: int) -> None:
@@ -141,7 +157,7 @@ def cold_queries(base: str, vllm: VLLMServer, distinct: int, repeats: int) -> No
         random.shuffle(sends)
         before = vllm.completion_requests()
 
-        async def fire() -> dict[str, int]:
+        async def fire(sends: list[str], concurrency: int) -> dict[str, int]:
             states: dict[str, int] = {}
             gate = asyncio.Semaphore(concurrency)
             async with httpx.AsyncClient(base_url=base, timeout=300) as client:
@@ -157,12 +173,14 @@ def cold_queries(base: str, vllm: VLLMServer, distinct: int, repeats: int) -> No
             return states
 
         t0 = time.perf_counter()
-        states = asyncio.run(fire())
+        states = asyncio.run(fire(sends, concurrency))
         elapsed = time.perf_counter() - t0
         time.sleep(0.5)  # vLLM counts a request just after its last byte
         made = vllm.completion_requests() - before
-        print(f"    concurrency {concurrency:>2}: {made} vLLM requests / {distinct} distinct = {made / distinct:.2f}"
-              f"   ({len(sends)} searches in {elapsed:.1f} s; {states}; {load()})")
+        print(
+            f"    concurrency {concurrency:>2}: {made} vLLM requests / {distinct} distinct = {made / distinct:.2f}"
+            f"   ({len(sends)} searches in {elapsed:.1f} s; {states}; {load()})"
+        )
 
 
 def main() -> None:

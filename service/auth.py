@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+
 from fastapi import Depends, Request
 
 from service.problems import Problem
@@ -46,4 +47,3 @@ def require_json(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise Problem(415, "Send the body as application/json.")
-

@@ -57,4 +57,3 @@ class Catalog:
         if deleted:
             metrics.COLLECTION_DOCUMENTS.labels(collection).set(await self.store.count(collection))
         return deleted
-

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from service.http import openai_compatible_client
+
 DEFAULT_LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -137,13 +139,7 @@ class RemoteEmbedder:
     def __init__(
         self, base_url: str, *, model: str | None, api_key: str | None, timeout_s: float, batch_size: int
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
+        self._http = openai_compatible_client(base_url, api_key=api_key, timeout_s=timeout_s, max_connections=32)
         self._model = model
         self.name = model or "unresolved"
         self._batch_size = batch_size

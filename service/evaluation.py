@@ -115,7 +115,9 @@ def run_evaluation(
     run: dict[str, dict[str, float]] = {}
     modes: dict[str, int] = defaultdict(int)
     with ThreadPoolExecutor(concurrency) as pool, tqdm(total=len(qids), desc="search", unit="query") as bar:
-        for qid, response in zip(qids, pool.map(lambda q: api.search(collection, queries[q], think), qids)):
+        for qid, response in zip(
+            qids, pool.map(lambda q: api.search(collection, queries[q], think), qids), strict=True
+        ):
             # A document never ranks against the query it came from (BEIR's rule; ids differ in SciFact).
             run[qid] = {h["id"]: h["score"] for h in response["results"] if h["id"] != qid}
             modes[response["mode"] + (" (degraded)" if response["degraded"] else "")] += 1

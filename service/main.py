@@ -73,30 +73,45 @@ class Services:
 
 async def open_services(settings: Settings) -> Services:
     store = VectorStore.connect(
-        url=settings.qdrant_url, api_key=settings.qdrant_api_key, path=settings.qdrant_path,
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key,
+        path=settings.qdrant_path,
         timeout_s=settings.qdrant_timeout_s,
     )
     # Loading a local model blocks for seconds: keep it off the event loop.
     embedder = await asyncio.to_thread(
-        make_embedder, settings.embedder_url, model=settings.embedder_model, api_key=settings.embedder_api_key,
-        timeout_s=settings.embedder_timeout_s, batch_size=settings.embedder_batch_size,
+        make_embedder,
+        settings.embedder_url,
+        model=settings.embedder_model,
+        api_key=settings.embedder_api_key,
+        timeout_s=settings.embedder_timeout_s,
+        batch_size=settings.embedder_batch_size,
     )
     cache = make_thought_cache(
-        settings.redis_url, ttl_s=settings.thought_cache_ttl_s, size=settings.thought_cache_size,
+        settings.redis_url,
+        ttl_s=settings.thought_cache_ttl_s,
+        size=settings.thought_cache_size,
         timeout_s=settings.redis_timeout_s,
     )
     thinker = None
     if settings.thinker_url:
         thinker = ThinkerClient(
-            settings.thinker_url, model=settings.thinker_model, api_key=settings.thinker_api_key,
-            timeout_s=settings.thinker_timeout_s, max_connections=settings.thinker_max_connections,
+            settings.thinker_url,
+            model=settings.thinker_model,
+            api_key=settings.thinker_api_key,
+            timeout_s=settings.thinker_timeout_s,
+            max_connections=settings.thinker_max_connections,
         )
         # Best effort: a worker that is down at startup is asked again on the first search.
         with contextlib.suppress(ThinkerError, TimeoutError):
             await asyncio.wait_for(thinker.model(), 2.0)
     profile = make_profile(settings)
     return Services(
-        settings=settings, store=store, embedder=embedder, cache=cache, thinker=thinker,
+        settings=settings,
+        store=store,
+        embedder=embedder,
+        cache=cache,
+        thinker=thinker,
         catalog=Catalog(store, embedder, profile),
         pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store),
     )
@@ -105,8 +120,13 @@ async def open_services(settings: Settings) -> Services:
 def _log_startup(settings: Settings, services: Services) -> None:
     log.info(
         "ThinkSearch %s: profile=%s think_default=%s thinker=%s embedder=%s store=%s cache=%s",
-        __version__, settings.think_profile, settings.think_default, settings.thinker_url or "off",
-        services.embedder.name, settings.qdrant_url or f"embedded:{settings.qdrant_path}", services.cache.name,
+        __version__,
+        settings.think_profile,
+        settings.think_default,
+        settings.thinker_url or "off",
+        services.embedder.name,
+        settings.qdrant_url or f"embedded:{settings.qdrant_path}",
+        services.cache.name,
     )
     if not settings.api_keys:
         log.warning("No API_KEYS configured: the API is open to anyone who can reach it (development mode).")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from service.http import openai_compatible_client
 from service.profiles import ThoughtRequest
 
 
@@ -38,12 +39,8 @@ class ThinkerClient:
         timeout_s: float,
         max_connections: int,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        self._http = openai_compatible_client(
+            base_url, api_key=api_key, timeout_s=timeout_s, max_connections=max_connections
         )
         self._model = model
         self._model_lock = asyncio.Lock()

@@ -10,12 +10,22 @@ from service.settings import Settings
 from tests.support.gateway import Gateway
 
 DOCS = [
-    {"id": "cats", "title": "Pets", "text": "Cats are small domesticated felines kept as pets.",
-     "metadata": {"lang": "en", "year": 2020, "tags": ["animals", "pets"]}},
-    {"id": "market", "text": "The stock market fell sharply after the interest rate decision.",
-     "metadata": {"lang": "en", "year": 2021}},
-    {"id": "a/b c", "text": "Photosynthesis converts light energy into chemical energy in plants.",
-     "metadata": {"lang": "de", "year": 2020}},
+    {
+        "id": "cats",
+        "title": "Pets",
+        "text": "Cats are small domesticated felines kept as pets.",
+        "metadata": {"lang": "en", "year": 2020, "tags": ["animals", "pets"]},
+    },
+    {
+        "id": "market",
+        "text": "The stock market fell sharply after the interest rate decision.",
+        "metadata": {"lang": "en", "year": 2021},
+    },
+    {
+        "id": "a/b c",
+        "text": "Photosynthesis converts light energy into chemical energy in plants.",
+        "metadata": {"lang": "de", "year": 2020},
+    },
 ]
 
 
@@ -61,8 +71,12 @@ def test_health_and_readiness(gw):
 def test_collection_lifecycle(gw):
     r = gw.client.post("/v1/collections", json={"name": "life-cycle_1"})
     assert r.status_code == 201
-    assert r.json() == {"name": "life-cycle_1", "dimension": 384, "distance": "cosine",
-                        "embedder": "sentence-transformers/all-MiniLM-L6-v2"}
+    assert r.json() == {
+        "name": "life-cycle_1",
+        "dimension": 384,
+        "distance": "cosine",
+        "embedder": "sentence-transformers/all-MiniLM-L6-v2",
+    }
     assert_problem(gw.client.post("/v1/collections", json={"name": "life-cycle_1"}), 409)
     listed = gw.client.get("/v1/collections").json()["collections"]
     assert {"name": "life-cycle_1", "count": 0} in listed
@@ -113,7 +127,8 @@ def test_top_k(gw, collection):
 def test_upsert_same_id_replaces_and_delete_removes(gw, collection):
     doc = {"id": "cats", "text": "Dogs are loyal companions.", "metadata": {"lang": "en"}}
     assert gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": [doc]}).json() == {
-        "upserted": 1}
+        "upserted": 1
+    }
     got = gw.client.get(f"/v1/collections/{collection}/documents/cats").json()
     assert got == {"id": "cats", "text": "Dogs are loyal companions.", "title": "", "metadata": {"lang": "en"}}
     assert gw.client.get(f"/v1/collections/{collection}").json()["count"] == 3
@@ -132,8 +147,7 @@ def test_upsert_same_id_replaces_and_delete_removes(gw, collection):
 
 def test_duplicate_ids_in_one_request_last_wins(gw, collection):
     docs = [{"id": "dup", "text": "first version"}, {"id": "dup", "text": "second version"}]
-    assert gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": docs}).json() == {
-        "upserted": 1}
+    assert gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": docs}).json() == {"upserted": 1}
     assert gw.client.get(f"/v1/collections/{collection}/documents/dup").json()["text"] == "second version"
     assert gw.client.get(f"/v1/collections/{collection}").json()["count"] == 4
 
@@ -142,8 +156,10 @@ BAD_DOCUMENT_BATCHES = [
     ([{"id": "ok", "text": "fine"}, {"id": "", "text": "empty id"}], "documents[1].id"),
     ([{"id": "ok", "text": "fine"}, {"id": "x", "text": "   "}], "documents[1].text"),
     ([{"id": "x" * 513, "text": "long id"}], "documents[0].id"),
-    ([{"id": "ok", "text": "fine"}, {"id": "y", "text": "t", "metadata": {"nested": {"a": 1}}}],
-     "documents[1].metadata"),
+    (
+        [{"id": "ok", "text": "fine"}, {"id": "y", "text": "t", "metadata": {"nested": {"a": 1}}}],
+        "documents[1].metadata",
+    ),
     ([{"id": "y", "text": "t", "metadata": {"big": "x" * 17000}}], "documents[0].metadata"),
     ([{"id": "y", "text": "x" * 100_001}], "documents[0].text"),
     ([{"id": "y", "text": "t", "colour": "red"}], "documents[0].colour"),
@@ -155,8 +171,7 @@ BAD_DOCUMENT_BATCHES = [
 @pytest.mark.parametrize(("documents", "field"), BAD_DOCUMENT_BATCHES)
 def test_invalid_documents_are_422_naming_the_field_and_nothing_changes(gw, collection, documents, field):
     before = snapshot(gw, collection)
-    body = assert_problem(
-        gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": documents}), 422)
+    body = assert_problem(gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": documents}), 422)
     assert field in body["detail"] and field in {e["field"] for e in body["errors"]}
     assert snapshot(gw, collection) == before
 
@@ -190,8 +205,9 @@ def test_invalid_searches_are_422(gw, collection, payload, field):
 
 def test_unknown_collection_is_404_everywhere(gw):
     assert_problem(gw.client.post("/v1/collections/nope/search", json={"query": "q"}), 404)
-    assert_problem(gw.client.post("/v1/collections/nope/documents", json={"documents": [{"id": "a", "text": "b"}]}),
-                   404)
+    assert_problem(
+        gw.client.post("/v1/collections/nope/documents", json={"documents": [{"id": "a", "text": "b"}]}), 404
+    )
     assert_problem(gw.client.get("/v1/collections/nope/documents/a"), 404)
     assert_problem(gw.client.delete("/v1/collections/nope/documents/a"), 404)
     assert_problem(gw.client.get("/v1/collections/bad%20name"), 404)

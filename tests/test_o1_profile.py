@@ -23,8 +23,13 @@ DOCS = [
 @pytest.fixture(scope="module")
 def gw(vllm, vllm_embed):
     settings = Settings(
-        _env_file=None, qdrant_path=":memory:", think_profile="o1", think_max_tokens=16,
-        thinker_url=vllm.base_url, embedder_url=vllm_embed.base_url, search_deadline_ms=60_000,
+        _env_file=None,
+        qdrant_path=":memory:",
+        think_profile="o1",
+        think_max_tokens=16,
+        thinker_url=vllm.base_url,
+        embedder_url=vllm_embed.base_url,
+        search_deadline_ms=60_000,
     )
     with Gateway(settings) as gateway:
         yield gateway
@@ -51,8 +56,9 @@ def test_o1_search_end_to_end_matches_the_reference_fusion(gw, vllm, vllm_embed)
 
     query = "what pulls the ocean"
     before = vllm.completion_requests()
-    r = gw.client.post(f"/v1/collections/{name}/search",
-                       json={"query": query, "think": True, "include_thoughts": True, "top_k": 3})
+    r = gw.client.post(
+        f"/v1/collections/{name}/search", json={"query": query, "think": True, "include_thoughts": True, "top_k": 3}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert vllm.completion_requests() - before == 1  # n=3 thoughts in one raw-completion request
@@ -60,8 +66,9 @@ def test_o1_search_end_to_end_matches_the_reference_fusion(gw, vllm, vllm_embed)
 
     # Reference (O1LLMEmbedder): embed `<query>q</query><thought>t{EOS}<emb>` per thought, L2-normalise,
     # mean (not re-normalised); documents as `text<emb>`. Qdrant scores by cosine.
-    texts = [f"<query>{query}</query><thought>{t if t.endswith(EOS_TOKEN) else t + EOS_TOKEN}{EMB}"
-             for t in body["thoughts"]]
+    texts = [
+        f"<query>{query}</query><thought>{t if t.endswith(EOS_TOKEN) else t + EOS_TOKEN}{EMB}" for t in body["thoughts"]
+    ]
     thought_vectors = embed(vllm_embed, texts)
     thought_vectors /= np.linalg.norm(thought_vectors, axis=1, keepdims=True)
     fused = thought_vectors.mean(axis=0)
@@ -92,16 +99,23 @@ def test_o1_direct_mode_uses_the_empty_thought_format(gw, vllm_embed):
 
 
 def test_embedding_server_down_is_503_and_nothing_is_lost(vllm, vllm_embed):
-    settings = Settings(_env_file=None, qdrant_path=":memory:", think_profile="o1", thinker_url=vllm.base_url,
-                        embedder_url=vllm_embed.base_url, embedder_timeout_s=2.0)
+    settings = Settings(
+        _env_file=None,
+        qdrant_path=":memory:",
+        think_profile="o1",
+        thinker_url=vllm.base_url,
+        embedder_url=vllm_embed.base_url,
+        embedder_timeout_s=2.0,
+    )
     with Gateway(settings) as gw:
         gw.client.post("/v1/collections", json={"name": "keep"})
         gw.client.post("/v1/collections/keep/documents", json={"documents": DOCS})
         vllm_embed.pause()
         try:
             search = gw.client.post("/v1/collections/keep/search", json={"query": "q", "think": False})
-            upsert = gw.client.post("/v1/collections/keep/documents",
-                                    json={"documents": [{"id": "p1", "text": "replacement"}]})
+            upsert = gw.client.post(
+                "/v1/collections/keep/documents", json={"documents": [{"id": "p1", "text": "replacement"}]}
+            )
             ready = gw.client.get("/readyz")
         finally:
             vllm_embed.resume()

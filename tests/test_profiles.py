@@ -69,8 +69,11 @@ def test_query2doc_reference_texts_and_fusion():
 
 
 def test_overrides_replace_reference_values():
-    p = make_profile(settings(think_profile="hyde", think_n=2, think_temperature=0.0, think_max_tokens=64,
-                              think_prompt="Q: {query}\nA:"))
+    p = make_profile(
+        settings(
+            think_profile="hyde", think_n=2, think_temperature=0.0, think_max_tokens=64, think_prompt="Q: {query}\nA:"
+        )
+    )
     req = p.thought_request("x")
     assert req.prompt == "Q: x\nA:"
     assert (req.sampling.n, req.sampling.temperature, req.sampling.max_tokens) == (2, 0.0, 64)

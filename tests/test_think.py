@@ -31,7 +31,11 @@ N_THOUGHTS = 4
 
 def think_settings(**overrides) -> Settings:
     values = dict(
-        _env_file=None, qdrant_path=":memory:", think_profile="hyde", think_n=N_THOUGHTS, think_max_tokens=24,
+        _env_file=None,
+        qdrant_path=":memory:",
+        think_profile="hyde",
+        think_n=N_THOUGHTS,
+        think_max_tokens=24,
         search_deadline_ms=60_000,
     )
     values.update(overrides)
@@ -208,3 +212,19 @@ def test_redis_down_searches_still_answer(vllm):
     assert ready["status"] == "degraded" and ready["dependencies"]["thought_cache"]["ok"] is False
     assert 'thinksearch_thought_cache_errors_total{op="get"}' in metrics
     assert after["mode"] == "think"
+
+
+def test_stopped_worker_degrades_then_recovers(gw, vllm):
+    """The real worker stops (its pooled keep-alive connections die with it), then comes back on the same port."""
+    known = unique("warm the connection pool")
+    assert search(gw, known)["mode"] == "think"
+    vllm.stop()
+    try:
+        down = search(gw, unique("while the worker is down"))
+        hit = search(gw, known)  # cached thoughts need no worker
+    finally:
+        vllm.start()
+    assert down["mode"] == "direct" and down["degraded"] is True and down["results"]
+    assert hit["mode"] == "think" and hit["thought_cache"] == "hit" and not hit["degraded"]
+    back = search(gw, unique("after the restart"), include_thoughts=True)
+    assert back["mode"] == "think" and not back["degraded"] and len(back["thoughts"]) == N_THOUGHTS

@@ -18,8 +18,13 @@ async def search(
     outcome = await pipeline.search(name, body)
     return SearchResponse(
         results=[
-            SearchHit(id=h.document.id, score=h.score, title=h.document.title, text=h.document.text,
-                      metadata=h.document.metadata)
+            SearchHit(
+                id=h.document.id,
+                score=h.score,
+                title=h.document.title,
+                text=h.document.text,
+                metadata=h.document.metadata,
+            )
             for h in outcome.hits
         ],
         mode=outcome.mode,  # type: ignore[arg-type]

@@ -133,10 +133,8 @@ def _wait_dead(pids: Sequence[int], timeout: float) -> bool:
 
 
 def _kill(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -188,10 +186,8 @@ class _ManagedProcess:
         if self._proc is None:
             return
         pids = descendants(self._proc.pid)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, sig)
-        except ProcessLookupError:
-            pass
         for pid in pids:
             _kill(pid, sig)
 
@@ -208,20 +204,16 @@ class _ManagedProcess:
         # The leader first: vLLM's API server shuts its engine core down and unlinks its
         # shared memory; signalling the whole group at once leaks /dev/shm segments.
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         if not _wait_dead(tracked, 5.0):
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 for pid in tracked:
                     _kill(pid, sig)
                 if _wait_dead(tracked, 3.0):
                     break
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything forked late into the group
-        except (ProcessLookupError, PermissionError):
-            pass
         proc.wait(timeout=10)
         self._proc = None
         _LIVE.discard(self)
@@ -255,9 +247,7 @@ class RedisServer(_ManagedProcess):
     def __init__(self, port: int | None = None, binary: str = "redis-server") -> None:
         resolved = shutil.which(binary)
         if resolved is None:
-            raise RuntimeError(
-                f"{binary!r} not found on PATH; install it with: apt-get install -y redis-server"
-            )
+            raise RuntimeError(f"{binary!r} not found on PATH; install it with: apt-get install -y redis-server")
         super().__init__()
         self.binary = resolved
         self.port = port or free_port()
@@ -272,12 +262,18 @@ class RedisServer(_ManagedProcess):
         self._spawn(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--dir", str(self._tmp),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self._tmp),
             ]
         )
         deadline = time.monotonic() + timeout
@@ -360,20 +356,31 @@ class VLLMServer(_ManagedProcess):
 
     def argv(self) -> list[str]:
         argv = [
-            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_dir),
-            "--served-model-name", self.served_model_name,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--dtype", "float32",
-            "--max-model-len", str(self.max_model_len),
+            str(self.python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.served_model_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            str(self.max_model_len),
             "--enforce-eager",
         ]
         if self.embed:
             argv += [
-                "--runner", "pooling",
-                "--convert", "embed",
-                "--pooler-config", json.dumps(self.pooler_config),
+                "--runner",
+                "pooling",
+                "--convert",
+                "embed",
+                "--pooler-config",
+                json.dumps(self.pooler_config),
             ]
         return argv + self.extra_args
 

@@ -52,35 +52,62 @@ def check_tokenizer(model_dir: Path) -> None:
     check(ids[-1] == emb_id and ids[:-1] == tok("x").input_ids, f"tokenizer('x<emb>') = {ids}: no BOS, <emb> is one id")
     singles = {t: tok(t).input_ids for t in SPECIAL_TOKENS}
     check(all(len(v) == 1 for v in singles.values()), f"each special token is one id: {singles}")
-    prompt = str(tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True))
+    prompt = str(
+        tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    )
     check(prompt.endswith("<|im_start|>assistant\n"), "ChatML template with generation prompt")
 
 
 def check_generate(gen: VLLMServer) -> None:
     with httpx.Client(timeout=60) as c:
         before = gen.completion_requests()
-        body, dt = _timed_post(c, f"{gen.base_url}/completions", {
-            "model": MODEL, "prompt": "<query>what is x</query><thought>",
-            "n": 3, "temperature": 0.1, "top_p": 0.9, "max_tokens": 32,
-        })
-        check(len(body["choices"]) == 3, f"/v1/completions n=3 -> {len(body['choices'])} choices in {dt*1000:.0f} ms")
+        body, dt = _timed_post(
+            c,
+            f"{gen.base_url}/completions",
+            {
+                "model": MODEL,
+                "prompt": "<query>what is x</query><thought>",
+                "n": 3,
+                "temperature": 0.1,
+                "top_p": 0.9,
+                "max_tokens": 32,
+            },
+        )
+        check(len(body["choices"]) == 3, f"/v1/completions n=3 -> {len(body['choices'])} choices in {dt * 1000:.0f} ms")
         print(f"       thought[0]={body['choices'][0]['text'][:60]!r}")
         after = gen.completion_requests()
         check(after - before == 1, f"completion_requests {before} -> {after} (+1 for one n=3 request)")
 
-        body, dt = _timed_post(c, f"{gen.base_url}/chat/completions", {
-            "model": MODEL, "messages": [{"role": "user", "content": "Write a passage about x."}],
-            "n": 8, "max_tokens": 32,
-        })
-        check(len(body["choices"]) == 8, f"/v1/chat/completions n=8 -> {len(body['choices'])} choices in {dt*1000:.0f} ms")
+        body, dt = _timed_post(
+            c,
+            f"{gen.base_url}/chat/completions",
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Write a passage about x."}],
+                "n": 8,
+                "max_tokens": 32,
+            },
+        )
+        check(
+            len(body["choices"]) == 8,
+            f"/v1/chat/completions n=8 -> {len(body['choices'])} choices in {dt * 1000:.0f} ms",
+        )
         check(gen.completion_requests() == after + 1, "completion_requests +1 for the chat request")
 
         lat = []
         for _ in range(5):
-            _, dt = _timed_post(c, f"{gen.base_url}/completions", {
-                "model": MODEL, "prompt": "<query>q</query><thought>", "n": 3,
-                "temperature": 0.1, "top_p": 0.9, "max_tokens": 32,
-            })
+            _, dt = _timed_post(
+                c,
+                f"{gen.base_url}/completions",
+                {
+                    "model": MODEL,
+                    "prompt": "<query>q</query><thought>",
+                    "n": 3,
+                    "temperature": 0.1,
+                    "top_p": 0.9,
+                    "max_tokens": 32,
+                },
+            )
             lat.append(dt * 1000)
         print(f"       n=3 x 32 tokens latency ms: {' '.join(f'{x:.0f}' for x in lat)} (load {_load()})")
 
@@ -95,18 +122,27 @@ def check_embed(emb: VLLMServer) -> None:
         body, dt = _timed_post(c, f"{emb.base_url}/embeddings", {"model": MODEL, "input": texts})
         vecs = [d["embedding"] for d in body["data"]]
         norms = [math.sqrt(sum(x * x for x in v)) for v in vecs]
-        check(len(vecs) == 2 and all(len(v) == 128 for v in vecs), f"/v1/embeddings -> 2 x dim {len(vecs[0])} in {dt*1000:.0f} ms")
+        check(
+            len(vecs) == 2 and all(len(v) == 128 for v in vecs),
+            f"/v1/embeddings -> 2 x dim {len(vecs[0])} in {dt * 1000:.0f} ms",
+        )
         check(all(abs(n - 1.0) < 1e-4 for n in norms), f"L2 norms {[round(n, 6) for n in norms]}")
         check(emb.embedding_requests() == before + 1, "embedding_requests +1")
         # use_activation is what L2-normalises embed output (the old `normalize` key is rejected).
-        raw, _ = _timed_post(c, f"{emb.base_url}/embeddings", {"model": MODEL, "input": texts[:1], "use_activation": False})
+        raw, _ = _timed_post(
+            c, f"{emb.base_url}/embeddings", {"model": MODEL, "input": texts[:1], "use_activation": False}
+        )
         raw_norm = math.sqrt(sum(x * x for x in raw["data"][0]["embedding"]))
         check(abs(raw_norm - 1.0) > 1e-3, f"use_activation=false -> unnormalised (norm {raw_norm:.3f})")
+
         # vLLM's own tokenisation: <emb> is ONE token, nothing (no BOS) prepended.
         def ids(text: str) -> list[int]:
             return c.post(f"{emb.url}/tokenize", json={"model": MODEL, "prompt": text}).json()["tokens"]
-        check(ids("abc<emb>") == ids("abc") + ids("<emb>") and len(ids("<emb>")) == 1,
-              f"vLLM /tokenize 'abc<emb>' -> {ids('abc<emb>')}")
+
+        check(
+            ids("abc<emb>") == ids("abc") + ids("<emb>") and len(ids("<emb>")) == 1,
+            f"vLLM /tokenize 'abc<emb>' -> {ids('abc<emb>')}",
+        )
         models = c.get(f"{emb.base_url}/models").json()
         check([m["id"] for m in models["data"]] == [MODEL], f"pooling /v1/models lists {MODEL!r}")
 
@@ -123,7 +159,7 @@ def check_pause(gen: VLLMServer) -> None:
     gen.resume()
     t0 = time.perf_counter()
     r = httpx.post(f"{gen.base_url}/completions", json=payload, timeout=30.0)
-    check(r.status_code == 200, f"resumed server answers ({(time.perf_counter()-t0)*1000:.0f} ms)")
+    check(r.status_code == 200, f"resumed server answers ({(time.perf_counter() - t0) * 1000:.0f} ms)")
 
 
 def check_redis() -> None:
@@ -141,8 +177,10 @@ def check_redis() -> None:
         check(down, "redis stopped -> ConnectionError")
         t0 = time.perf_counter()
         rs.start()
-        check(bool(client.ping()) and client.get("k") is None,
-              f"redis restarted on the same port in {(time.perf_counter()-t0)*1000:.0f} ms (empty)")
+        check(
+            bool(client.ping()) and client.get("k") is None,
+            f"redis restarted on the same port in {(time.perf_counter() - t0) * 1000:.0f} ms (empty)",
+        )
 
 
 def main() -> int:
@@ -151,7 +189,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tiny-model-") as tmp:
         t0 = time.perf_counter()
         model_dir = build_tiny_model(Path(tmp) / "model")
-        print(f"tiny model built in {time.perf_counter()-t0:.1f} s at {model_dir}")
+        print(f"tiny model built in {time.perf_counter() - t0:.1f} s at {model_dir}")
         check_tokenizer(model_dir)
         gen = VLLMServer(model_dir, MODEL)
         # Worker on core 1: vLLM's auto binding would put both servers' workers on core 0.
@@ -162,13 +200,17 @@ def main() -> int:
                 srv.start()
                 binds = [ln.split("]", 1)[-1].strip() for ln in srv.log_tail(400).splitlines() if "core ids=" in ln]
                 rss = rss_bytes(srv.process_pids()) / 2**30
-                print(f"{name} server up in {srv.startup_seconds:.1f} s, pid {srv.pid}, "
-                      f"RSS {rss:.2f} GiB (summed over {len(srv.process_pids())} procs), load {_load()}; {binds}")
+                print(
+                    f"{name} server up in {srv.startup_seconds:.1f} s, pid {srv.pid}, "
+                    f"RSS {rss:.2f} GiB (summed over {len(srv.process_pids())} procs), load {_load()}; {binds}"
+                )
             check_generate(gen)
             check_embed(emb)
             check_pause(gen)
-            print(f"RSS now: generate {rss_bytes(gen.process_pids())/2**30:.2f} GiB, "
-                  f"pooling {rss_bytes(emb.process_pids())/2**30:.2f} GiB")
+            print(
+                f"RSS now: generate {rss_bytes(gen.process_pids()) / 2**30:.2f} GiB, "
+                f"pooling {rss_bytes(emb.process_pids()) / 2**30:.2f} GiB"
+            )
         except Exception:
             for srv in (gen, emb):
                 print(f"--- {srv.embed and 'pooling' or 'generate'} log tail ---\n{srv.log_tail(30)}")
@@ -181,8 +223,10 @@ def main() -> int:
                 left = [p for p in pids if pid_alive(p)]
                 leaks = [ln for ln in srv.log_tail(40).splitlines() if "leaked shared_memory" in ln]
                 srv.cleanup()
-                print(f"stopped {len(pids)} procs in {time.perf_counter()-t0:.1f} s; "
-                      f"still alive: {left}; shm leak warnings: {len(leaks)}")
+                print(
+                    f"stopped {len(pids)} procs in {time.perf_counter() - t0:.1f} s; "
+                    f"still alive: {left}; shm leak warnings: {len(leaks)}"
+                )
     print("smoke: all checks passed")
     return 0
 

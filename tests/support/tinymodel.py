@@ -62,8 +62,27 @@ def _default_corpus_text(max_chars: int = 400_000) -> str:
                     break
         return "\n".join(parts)
     rng = random.Random(0)
-    words = ("the", "cell", "protein", "gene", "effect", "patients", "risk", "cancer", "what", "is",
-             "how", "does", "why", "query", "thought", "search", "retrieval", "vector", "embedding")
+    words = (
+        "the",
+        "cell",
+        "protein",
+        "gene",
+        "effect",
+        "patients",
+        "risk",
+        "cancer",
+        "what",
+        "is",
+        "how",
+        "does",
+        "why",
+        "query",
+        "thought",
+        "search",
+        "retrieval",
+        "vector",
+        "embedding",
+    )
     return "\n".join(" ".join(rng.choice(words) for _ in range(30)) for _ in range(3000))
 
 
@@ -133,9 +152,7 @@ def build_tiny_model(out_dir: Path, corpus_text: str | None = None, seed: int = 
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).eval()  # float32: torch's default dtype
-    model.generation_config = GenerationConfig(
-        eos_token_id=[eos_id, im_end_id], pad_token_id=eos_id, bos_token_id=None
-    )
+    model.generation_config = GenerationConfig(eos_token_id=[eos_id, im_end_id], pad_token_id=eos_id, bos_token_id=None)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -98,9 +98,9 @@ class SearchPipeline:
         cache_state: str | None = None
         degraded_reason: str | None = None
 
-        if wants_thoughts and self.thinker is None:
-            # Only an explicit think=true is degraded; THINK_DEFAULT is off without a thinker.
-            degraded_reason = "thinker_not_configured"
+        if self.thinker is None:
+            # Without a thinker, an omitted `think` is plain direct mode; only an explicit true is degraded.
+            degraded_reason = "thinker_not_configured" if request.think else None
         elif wants_thoughts:
             # 1. cache
             with timer.stage("cache"):

@@ -276,3 +276,18 @@ def test_api_keys_and_scopes():
         assert c.post("/v1/collections/k/documents", json=docs, headers=auth("i-key")).status_code == 200
         assert c.post("/v1/collections/k/search", json={"query": "hi"}, headers=auth("s-key")).status_code == 200
         assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+
+
+def test_think_without_a_thinker(gw, collection):
+    explicit = gw.client.post(f"/v1/collections/{collection}/search", json={"query": "cats", "think": True}).json()
+    assert explicit["mode"] == "direct" and explicit["degraded"] is True and explicit["results"]
+    off = gw.client.post(f"/v1/collections/{collection}/search", json={"query": "cats", "think": False}).json()
+    assert off["degraded"] is False
+
+
+def test_omitted_think_without_a_thinker_is_plain_direct_even_if_think_default_is_set():
+    with Gateway(Settings(_env_file=None, qdrant_path=":memory:", think_default=True)) as gw:
+        gw.client.post("/v1/collections", json={"name": "d"})
+        gw.client.post("/v1/collections/d/documents", json={"documents": DOCS})
+        body = gw.client.post("/v1/collections/d/search", json={"query": "cats"}).json()
+    assert body["mode"] == "direct" and body["degraded"] is False

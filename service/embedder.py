@@ -19,6 +19,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from service.http import openai_compatible_client
 
 DEFAULT_LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Texts per unit of queued work: the granularity at which searches can overtake a large ingest.
+WORK_CHUNK = 64
 
 
 class EmbedderError(Exception):
@@ -72,15 +74,16 @@ class LocalEmbedder:
     async def embed(self, texts: list[str], *, documents: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        if self._worker is None:
-            self._queue = asyncio.PriorityQueue()
-            self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
-        assert self._queue is not None
         loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.get_loop() is not loop:
+            # The batcher lives on the caller's event loop (one per app; tests and scripts may bring another).
+            self._queue = asyncio.PriorityQueue()
+            self._worker = loop.create_task(self._run(), name="embedder-batcher")
+        assert self._queue is not None
         futures = []
-        for start in range(0, len(texts), self._batch_size):
+        for start in range(0, len(texts), WORK_CHUNK):
             future: asyncio.Future[np.ndarray] = loop.create_future()
-            chunk = texts[start : start + self._batch_size]
+            chunk = texts[start : start + WORK_CHUNK]
             self._queue.put_nowait(_Work(int(documents), next(self._seq), chunk, future))
             futures.append(future)
         return np.concatenate(await asyncio.gather(*futures))
@@ -91,7 +94,7 @@ class LocalEmbedder:
         while True:
             batch = [await self._queue.get()]
             size = len(batch[0].texts)
-            while not self._queue.empty() and size < self._batch_size:
+            while not self._queue.empty() and size < WORK_CHUNK:
                 batch.append(self._queue.get_nowait())
                 size += len(batch[-1].texts)
             batch = [w for w in batch if not w.future.cancelled()]

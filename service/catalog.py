@@ -8,7 +8,7 @@ from service import metrics
 from service.embedder import Embedder
 from service.profiles import ThinkProfile
 from service.protocol import DocumentIn
-from service.vectorstore import CollectionInfo, StoredDocument, VectorStore
+from service.vectorstore import CollectionInfo, CollectionNotFound, StoredDocument, VectorStore
 
 
 class Catalog:
@@ -38,7 +38,8 @@ class Catalog:
 
     async def upsert(self, collection: str, documents: list[DocumentIn]) -> int:
         """All-or-nothing: the request was validated whole before this; one Qdrant upsert writes it."""
-        await self.store.count(collection)  # 404 before spending time on embeddings
+        if not await self.store.exists(collection):  # 404 before spending time on embeddings
+            raise CollectionNotFound(collection)
         # Duplicate ids in one request: the last one wins.
         latest = {d.id: d for d in documents}
         docs = [StoredDocument(d.id, d.text, d.title, d.metadata) for d in latest.values()]

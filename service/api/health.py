@@ -40,7 +40,7 @@ async def _probe(check) -> DependencyState:
     try:
         detail = await asyncio.wait_for(check(), PROBE_TIMEOUT_S)
     except Exception as exc:  # any failure of a dependency is a "not ok", never a 500
-        return DependencyState(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300] or "timeout")
+        return DependencyState(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])
     return DependencyState(ok=True, detail=detail or "ok")
 
 

@@ -17,7 +17,7 @@ from service.cache import ThoughtCache, make_thought_cache
 from service.catalog import Catalog
 from service.embedder import Embedder, EmbedderError, make_embedder
 from service.pipeline import SearchPipeline
-from service.problems import install_problem_handlers, problem_response
+from service.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
 from service.profiles import make_profile
 from service.request_context import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.settings import Settings, get_settings
@@ -135,7 +135,7 @@ def _log_startup(settings: Settings, services: Services) -> None:
 def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]:
     def handler(status: int, detail: Callable[[Exception], str], retry: bool = False):
         async def handle(_: Request, exc: Exception) -> JSONResponse:
-            headers = {"Retry-After": "5"} if retry else None
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if retry else None
             return problem_response(status, detail(exc), headers=headers)
 
         return handle

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -13,9 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.request_context import current_request_id
 
-log = logging.getLogger(__name__)
-
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# What a 503 tells clients to wait before trying again (dependencies usually come back within seconds).
+RETRY_AFTER_S = 5
 
 
 class Problem(Exception):
@@ -40,10 +39,6 @@ class Problem(Exception):
 
 def field_error(field: str, message: str) -> Problem:
     return Problem(422, f"{field}: {message}", errors=[{"field": field, "message": message}])
-
-
-def unavailable(detail: str, retry_after_s: int = 5) -> Problem:
-    return Problem(503, detail, headers={"Retry-After": str(retry_after_s)})
 
 
 def problem_response(
@@ -97,15 +92,7 @@ async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-    # Never a stack trace to the client; the log has it, under the same request id.
-    log.exception("unhandled error", exc_info=exc)
-    headers = {"X-Request-ID": current_request_id() or ""}
-    return problem_response(500, "Internal error; see the server log for this request id.", headers=headers)
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(Exception, _on_unexpected)

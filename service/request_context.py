@@ -54,12 +54,12 @@ class RequestContextMiddleware:
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = _request_id.set(request_id)
         started = time.perf_counter()
-        status = 500
+        status_sent: int | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status_sent = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -67,11 +67,18 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Caught here, not by Starlette's outermost handler, so the 500 still carries the request id.
+            log.exception("unhandled error")
+            if status_sent is None:
+                detail = "Internal error; see the server log for this request id."
+                await send_problem(send_with_id, 500, "Internal Server Error", detail)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             # The template, not the raw path: keeps label cardinality bounded.
             template = getattr(route, "path", None) or "unmatched"
+            status = status_sent or 500
             metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(elapsed)
             log.info("%s %s %s %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
             _request_id.reset(token)
@@ -121,21 +128,15 @@ class BodySizeLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body: dict[str, Any] = {
-            "type": "about:blank",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"The request body exceeds {self.max_bytes} bytes.",
-        }
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_problem(send, 413, "Content Too Large", f"The request body exceeds {self.max_bytes} bytes.")
+
+
+async def send_problem(send: Send, status: int, title: str, detail: str) -> None:
+    """A problem+json response sent at the ASGI level, for errors raised outside FastAPI's handlers."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if request_id := _request_id.get():
+        body["request_id"] = request_id
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

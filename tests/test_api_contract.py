@@ -291,3 +291,17 @@ def test_omitted_think_without_a_thinker_is_plain_direct_even_if_think_default_i
         gw.client.post("/v1/collections/d/documents", json={"documents": DOCS})
         body = gw.client.post("/v1/collections/d/search", json={"query": "cats"}).json()
     assert body["mode"] == "direct" and body["degraded"] is False
+
+
+def test_an_unexpected_error_is_a_problem_with_the_request_id_and_no_trace():
+    gateway = Gateway(Settings(_env_file=None, qdrant_path=":memory:"))
+
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    gateway.app.add_api_route("/boom", boom)  # a route that fails as a bug would
+    with gateway as gw:
+        r = gw.client.get("/boom", headers={"X-Request-ID": "req-500"})
+    body = assert_problem(r, 500)
+    assert r.headers["x-request-id"] == "req-500" and body["request_id"] == "req-500"
+    assert "secret internals" not in r.text

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.problems import RETRY_AFTER_S
 from service.protocol import DependencyState, Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -32,7 +33,7 @@ async def readyz(request: Request) -> JSONResponse:
     else:
         status, code = "degraded", 200
     body = Readiness(status=status, dependencies=dependencies)
-    headers = {"Retry-After": "5"} if code == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if code == 503 else None
     return JSONResponse(body.model_dump(), status_code=code, headers=headers)
 
 

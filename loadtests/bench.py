@@ -29,7 +29,7 @@ from service.evaluation import read_jsonl
 from service.profiles import make_profile
 from service.settings import Settings
 from service.vectorstore import StoredDocument, VectorStore
-from tests.support.servers import REPO_ROOT, VLLMServer, free_port, wait_http
+from tests.support.servers import REPO_ROOT, VLLMServer, free_port, rss_bytes, wait_http
 from tests.support.tinymodel import build_tiny_model
 
 SCIFACT = REPO_ROOT.parent / "shared" / "data" / "beir" / "scifact"
@@ -64,13 +64,6 @@ def start_gateway(port: int, thinker_url: str) -> subprocess.Popen[bytes]:
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", 180, proc=proc)
     return proc
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def hot_path(base: str, docs: list[dict], rounds: int) -> None:
@@ -200,7 +193,8 @@ def main() -> None:
                 base = f"http://127.0.0.1:{port}"
                 hot_path(base, corpus(args.docs), args.rounds)
                 cold_queries(base, vllm, args.distinct, args.repeats)
-                print(f"\n(c) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb(gateway.pid):.0f} MB")
+                rss_mb = rss_bytes([gateway.pid]) / 2**20
+                print(f"\n(c) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb:.0f} MB")
             finally:
                 gateway.terminate()
                 gateway.wait(30)

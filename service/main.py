@@ -168,7 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for exc_type, handle in _domain_error_handlers().items():
         app.add_exception_handler(exc_type, handle)
     # Added last = outermost: even a 413 carries X-Request-ID.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_suffixes=("/bulk",))
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     for module in (health, collections, documents, search):
         app.include_router(module.router)

@@ -91,13 +91,12 @@ class BodyTooLarge(Exception):
 class BodySizeLimitMiddleware:
     """413 for bodies over the limit, by Content-Length up front or by counting a streamed body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_suffixes: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt_suffixes = exempt_suffixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].endswith(self.exempt_suffixes):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")

@@ -24,11 +24,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.embedder import LocalEmbedder
+from service.clients.embedder import LocalEmbedder
+from service.clients.vectorstore import StoredDocument, VectorStore
 from service.evaluation import read_jsonl
-from service.profiles import make_profile
+from service.search.profiles import make_profile
 from service.settings import Settings
-from service.vectorstore import StoredDocument, VectorStore
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port, rss_bytes, wait_http
 from tests.support.tinymodel import build_tiny_model
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 
 from service import metrics
-from service.embedder import Embedder
-from service.profiles import ThinkProfile
-from service.protocol import DocumentIn
-from service.vectorstore import CollectionInfo, CollectionNotFound, StoredDocument, VectorStore
+from service.api.protocol import DocumentIn
+from service.clients.embedder import Embedder
+from service.clients.vectorstore import CollectionInfo, CollectionNotFound, StoredDocument, VectorStore
+from service.search.profiles import ThinkProfile
 
 
 class Catalog:

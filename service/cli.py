@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from service.request_context import RequestIdLogFilter
+from service.api.middleware import RequestIdLogFilter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 

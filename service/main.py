@@ -13,16 +13,22 @@ from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.api import collections, documents, health, search
-from service.cache import ThoughtCache, make_thought_cache
+from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
 from service.catalog import Catalog
-from service.embedder import Embedder, EmbedderError, make_embedder
-from service.pipeline import SearchPipeline
-from service.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
-from service.profiles import make_profile
-from service.request_context import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.clients.cache import ThoughtCache, make_thought_cache
+from service.clients.embedder import Embedder, EmbedderError, make_embedder
+from service.clients.thinker import ThinkerClient, ThinkerError
+from service.clients.vectorstore import (
+    CollectionExists,
+    CollectionNotFound,
+    StoreUnavailable,
+    VectorMismatch,
+    VectorStore,
+)
+from service.search.pipeline import SearchPipeline
+from service.search.profiles import make_profile
 from service.settings import Settings, get_settings
-from service.thinker import ThinkerClient, ThinkerError
-from service.vectorstore import CollectionExists, CollectionNotFound, StoreUnavailable, VectorMismatch, VectorStore
 
 log = logging.getLogger("thinksearch")
 

@@ -1,4 +1,4 @@
-"""The one settings object: every knob of the service, read from the environment (see docs/configuration.md)."""
+"""The one settings object: every knob of the service, read from the environment (see the README's configuration table)."""
 
 from __future__ import annotations
 

@@ -2,9 +2,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from service.auth import require, require_json
-from service.deps import CatalogDep, CollectionName
-from service.protocol import CollectionCreate, CollectionCreated, CollectionDetail, CollectionList, CollectionSummary
+from service.api.auth import require, require_json
+from service.api.deps import CatalogDep, CollectionName
+from service.api.protocol import (
+    CollectionCreate,
+    CollectionCreated,
+    CollectionDetail,
+    CollectionList,
+    CollectionSummary,
+)
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 

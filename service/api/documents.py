@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from service.auth import require, require_json
-from service.deps import CatalogDep, CollectionName, SettingsDep
-from service.limits import check_upsert
-from service.problems import Problem
-from service.protocol import DocumentOut, UpsertRequest, UpsertResponse
+from service.api.auth import require, require_json
+from service.api.deps import CatalogDep, CollectionName, SettingsDep
+from service.api.limits import check_upsert
+from service.api.problems import Problem
+from service.api.protocol import DocumentOut, UpsertRequest, UpsertResponse
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
 

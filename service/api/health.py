@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.problems import RETRY_AFTER_S
-from service.protocol import DependencyState, Health, Readiness
+from service.api.problems import RETRY_AFTER_S
+from service.api.protocol import DependencyState, Health, Readiness
 
 router = APIRouter(tags=["health"])
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service.auth import require, require_json
-from service.deps import CollectionName, PipelineDep, SettingsDep
-from service.limits import check_search
-from service.protocol import SearchHit, SearchRequest, SearchResponse
+from service.api.auth import require, require_json
+from service.api.deps import CollectionName, PipelineDep, SettingsDep
+from service.api.limits import check_search
+from service.api.protocol import SearchHit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
 

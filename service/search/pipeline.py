@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from service import metrics
-from service.cache import ThoughtCache
-from service.embedder import Embedder
-from service.profiles import ThinkProfile
-from service.protocol import SearchRequest
+from service.api.protocol import SearchRequest
+from service.clients.cache import ThoughtCache
+from service.clients.embedder import Embedder
+from service.clients.thinker import ThinkerClient, ThinkerError
+from service.clients.vectorstore import CollectionNotFound, Hit, VectorStore
+from service.search.coalescing import InFlight
+from service.search.profiles import ThinkProfile
 from service.settings import Settings
-from service.thinker import ThinkerClient, ThinkerError
-from service.vectorstore import CollectionNotFound, Hit, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +49,6 @@ class StageTimer:
 
     def done(self) -> dict[str, float]:
         return {**self.ms, "total": round((time.perf_counter() - self.started) * 1000, 3)}
-
-
-class InFlight:
-    """Identical cold queries in flight in this process share one thinker request."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[list[str] | None]] = {}
-
-    def join(self, key: str, start: Callable[[], Awaitable[list[str] | None]]) -> tuple[asyncio.Task, bool]:
-        task = self._tasks.get(key)
-        if task is not None:
-            return task, True
-        task = asyncio.ensure_future(start())
-        self._tasks[key] = task
-        task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
-        return task, False
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SearchPipeline:

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.api.problems import Problem
+from service.api.protocol import COLLECTION_NAME
 from service.catalog import Catalog
-from service.pipeline import SearchPipeline
-from service.problems import Problem
-from service.protocol import COLLECTION_NAME
+from service.search.pipeline import SearchPipeline
 from service.settings import Settings
 
 _COLLECTION_NAME = re.compile(COLLECTION_NAME)

@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Literal
 
 import numpy as np
 
+from service.clients.thinker import Sampling, ThoughtRequest
 from service.settings import Settings
 
 O1_EMB = "<emb>"
-
-
-@dataclass(frozen=True)
-class Sampling:
-    n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-
-
-@dataclass(frozen=True)
-class ThoughtRequest:
-    """One request to the thought worker: `n` samples of `prompt` (chat message or raw completion)."""
-
-    api: Literal["chat", "completion"]
-    prompt: str
-    sampling: Sampling
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.profiles import HydeProfile, O1Profile, Query2docProfile, make_profile
+from service.search.profiles import HydeProfile, O1Profile, Query2docProfile, make_profile
 from service.settings import Settings
 
 RNG = np.random.default_rng(7)

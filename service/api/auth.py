@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import Depends, Request
 
-from service.problems import Problem
+from service.api.problems import Problem
 from service.settings import Scope, Settings
 
 

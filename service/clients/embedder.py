@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from service.http import openai_compatible_client
+from service.clients.http import openai_compatible_client
 
 DEFAULT_LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Texts per unit of queued work: the granularity at which searches can overtake a large ingest.

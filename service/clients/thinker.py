@@ -7,11 +7,28 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Literal
 
 import httpx
 
-from service.http import openai_compatible_client
-from service.profiles import ThoughtRequest
+from service.clients.http import openai_compatible_client
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class ThoughtRequest:
+    """One request to the thought worker: `n` samples of `prompt` (chat message or raw completion)."""
+
+    api: Literal["chat", "completion"]
+    prompt: str
+    sampling: Sampling
 
 
 class ThinkerError(Exception):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from service.problems import field_error
-from service.protocol import SearchRequest, UpsertRequest
+from service.api.problems import field_error
+from service.api.protocol import SearchRequest, UpsertRequest
 from service.settings import Settings
 
 

@@ -1,0 +1,1 @@
+"""Ingestion: bulk NDJSON uploads, the job queue, jobs and workers."""

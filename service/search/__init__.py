@@ -1,0 +1,1 @@
+"""Search: the pipeline (cache -> think -> embed -> fuse -> search), think profiles, coalescing."""

@@ -245,7 +245,7 @@ class EdgeStore:
             raise VectorMismatch(f"expected vectors of dimension {dimension}, got shape {vectors.shape}")
         self._index_new_keys(collection, documents)
         points = [
-            qe.Point(point_id(d.id), v, {"doc_id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata})
+            qe.Point(point_id(d.id), v, _payload(d))
             for d, v in zip(documents, vectors.astype(np.float32).tolist(), strict=True)
         ]
         self._apply(collection, qe.UpdateOperation.upsert_points(points))
@@ -270,10 +270,9 @@ class EdgeStore:
         if not new:
             return
         for key, schema in new.items():
-            self._apply(
-                collection,
-                qe.UpdateOperation.create_field_index(f"metadata.{key}", getattr(qe.PayloadSchemaType, schema)),
-            )
+            # Booleans are matched on their string shadow (see _payload).
+            path, schema = (f"{_BOOL}.{key}", "Keyword") if schema == "Bool" else (f"metadata.{key}", schema)
+            self._apply(collection, qe.UpdateOperation.create_field_index(path, getattr(qe.PayloadSchemaType, schema)))
         indexed.update(new)
         _write_json(collection.folder / _META, collection.meta)
 
@@ -436,8 +435,33 @@ def _schema_of(value: Any) -> str | None:
     return None
 
 
+# qdrant-edge-py 0.9.0 turns MatchValue(True) into MatchValue(1) (the binding reads a bool as an int), so a
+# boolean match finds nothing. Boolean metadata therefore also goes into the payload as "true"/"false" under this
+# key, and boolean filters match those strings; the stored metadata itself is unchanged.
+_BOOL = "_bool"
+
+
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _payload(d: StoredDocument) -> dict[str, Any]:
+    payload: dict[str, Any] = {"doc_id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata}
+    shadow: dict[str, Any] = {}
+    for key, value in d.metadata.items():
+        if isinstance(value, bool):
+            shadow[key] = _bool_text(value)
+        elif isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            shadow[key] = [_bool_text(v) for v in value if isinstance(v, bool)]
+    if shadow:
+        payload[_BOOL] = shadow
+    return payload
+
+
 def _condition(key: str, value: FilterValue) -> Any:
     path = f"metadata.{key}"
+    if isinstance(value, bool):
+        return qe.FieldCondition(key=f"{_BOOL}.{key}", match=qe.MatchValue(_bool_text(value)))
     if isinstance(value, list):
         if all(isinstance(v, str) for v in value) or all(type(v) is int for v in value):
             return qe.FieldCondition(key=path, match=qe.MatchAny(value))

@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from service.clients.vectorstore import (
     Hit,
     HnswParams,
     SearchQuery,
+    Store,
     StoredDocument,
     StoreUnavailable,
     VectorMismatch,
@@ -386,6 +387,22 @@ class EdgeStore:
             collection.pending = None
             shutil.rmtree(collection.folder / _BUILD, ignore_errors=True)
 
+    async def export(self, name: str, batch: int = 256) -> AsyncIterator[tuple[list[StoredDocument], np.ndarray]]:
+        """Every document with its vector, in batches (the migration to a server reads this)."""
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
+            records, offset = await self._call(lambda r=request: self._get(name).shard.scroll(r))
+            if records:
+                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
+                yield [_document(r.payload) for r in records], vectors
+            if offset is None:
+                return
+
+    async def hnsw(self, name: str) -> HnswParams:
+        meta = (await self._call(self._get, name)).meta["hnsw"]
+        return HnswParams(m=int(meta["m"]), ef_construct=int(meta["ef_construct"]))
+
     async def wait_for_index(self) -> None:
         """Waits for background index builds (benchmarks and tests)."""
         while self._tasks:
@@ -507,3 +524,20 @@ def _recover_swap(folder: Path) -> None:
         _fsync_dir(folder)
     for leftover in (build, old):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+async def copy_collection(
+    source: EdgeStore, target: Store, name: str, on_batch: Callable[[int], None] | None = None
+) -> int:
+    """Copies a collection, vectors included (no re-embedding), into another store, e.g. a Qdrant server."""
+    info = await source.info(name)
+    await target.create(
+        name, info.dimension, embedder=info.embedder, profile=info.profile, hnsw=await source.hnsw(name)
+    )
+    copied = 0
+    async for documents, vectors in source.export(name):
+        await target.upsert(name, documents, vectors)
+        copied += len(documents)
+        if on_batch:
+            on_batch(len(documents))
+    return copied

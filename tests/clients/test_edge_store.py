@@ -8,10 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
+from service.cli import main
 from service.clients.edge_store import EdgeStore
 from service.clients.vectorstore import (
     CollectionExists,
     CollectionNotFound,
+    HnswParams,
     SearchQuery,
     StoredDocument,
     VectorMismatch,
@@ -183,3 +185,34 @@ def test_a_crash_between_the_swap_renames_is_recovered(tmp_path):
     (folder / "shard").rename(folder / "shard.old")
     assert run(read()) == (50, docs[49])
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "shard"]
+
+
+def test_migrate_copies_documents_and_vectors_to_another_store(tmp_path):
+    """`thinksearch migrate` into a qdrant-client store (the same client code as for a server: QDRANT_URL)."""
+    docs, vectors = corpus(700, seed=3)
+
+    async def fill():
+        store = EdgeStore(tmp_path / "edge")
+        await store.create("c", DIM, embedder="mini", profile="hyde", hnsw=HnswParams(m=8, ef_construct=64))
+        await store.upsert("c", docs, vectors)
+        await store.delete("c", "d3")
+        expected = [await store.search("c", v, 5, {"lang": "de"}) for v in vectors[:5]]
+        await store.aclose()
+        return expected
+
+    async def read():
+        store = VectorStore.connect(url=None, api_key=None, path=str(tmp_path / "server"), timeout_s=5)
+        try:
+            found = [await store.search("c", v, 5, {"lang": "de"}) for v in vectors[:5]]
+            return found, await store.info("c"), await store.get("c", "d3"), await store.get("c", "d699")
+        finally:
+            await store.aclose()
+
+    expected = run(fill())
+    main(["migrate", "--from-path", str(tmp_path / "edge"), "--to-path", str(tmp_path / "server")])
+    found, info, d3, d699 = run(read())
+    assert (info.count, info.embedder, info.profile, info.dimension) == (699, "mini", "hyde", DIM)
+    assert d3 is None and d699 == docs[699]
+    assert [[(h.document.id, round(h.score, 4)) for h in hits] for hits in found] == [
+        [(h.document.id, round(h.score, 4)) for h in hits] for hits in expected
+    ]

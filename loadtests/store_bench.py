@@ -86,6 +86,19 @@ async def measure(store: Store, vectors: np.ndarray, queries: np.ndarray) -> dic
     }
 
 
+async def searches_while(work: Awaitable[None], store: Store, queries: np.ndarray) -> list[float]:
+    """Search latencies (ms) while `work` (the background index build) runs: does the build stall searches?"""
+    task = asyncio.ensure_future(work)
+    times: list[float] = []
+    while not task.done():
+        t0 = time.perf_counter()
+        await store.search("bench", queries[len(times) % len(queries)], 10, {"lang": "l3"})
+        times.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(0.05)
+    await task
+    return times
+
+
 async def recall(store: Store, corpus: np.ndarray, queries: np.ndarray, hnsw_ef: int | None = None) -> float:
     truth = exact_top10(corpus, queries)
     found = 0
@@ -102,10 +115,15 @@ async def compare(title: str, vectors: np.ndarray, queries: np.ndarray, texts: l
         rate = await fill(edge, vectors, texts)
         print(f"edge   upsert {rate:9,.0f} points/s   ({load()})", flush=True)
         t0 = time.perf_counter()
-        await edge.wait_for_index()
+        during = await searches_while(edge.wait_for_index(), edge, queries)
         points, indexed, segments = await edge.shard_info("bench")
         build = time.perf_counter() - t0
         print(f"edge   HNSW build after the last upsert {build:6.1f} s: {indexed:,}/{points:,} indexed   ({load()})")
+        if during:
+            print(
+                f"edge   {len(during)} searches during the build: p50 {statistics.median(during):.2f} ms,"
+                f" max {max(during):.1f} ms   ({load()})"
+            )
         edge_ms = await measure(edge, vectors, queries)
         edge_recall = await recall(edge, vectors, queries)
         print(f"edge   recall@10 vs exact {edge_recall:.3f} (as served)   ({load()})", flush=True)

@@ -145,7 +145,7 @@ class EdgeStore:
         return await self._call(self._search_batch, name, queries, hnsw_ef)
 
     async def ping(self) -> None:
-        await self._call(lambda: self._root.is_dir() or _raise(StoreUnavailable(f"{self._root} is gone")))
+        await self._call(self._ping)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -164,6 +164,10 @@ class EdgeStore:
             if "shutdown" in str(exc):  # called after aclose
                 raise StoreUnavailable("the store is closed") from exc
             raise
+
+    def _ping(self) -> None:
+        if not self._root.is_dir():
+            raise StoreUnavailable(f"the store folder {self._root} is gone")
 
     def _folder(self, name: str) -> Path:
         if not name or name.startswith(".") or "/" in name or "\\" in name:
@@ -432,10 +436,6 @@ def _engine_errors(fn: Callable[..., T], *args: Any) -> T:
             raise  # ours (CollectionNotFound, ...) or a bug (TypeError, ...): not the engine's
         log.exception("Qdrant Edge failed")
         raise StoreUnavailable(f"Qdrant Edge failed: {exc}") from exc
-
-
-def _raise(exc: Exception) -> bool:
-    raise exc
 
 
 def _schema_of(value: Any) -> str | None:

@@ -153,7 +153,8 @@ def scifact(limit: int | None, cache: Path) -> tuple[np.ndarray, np.ndarray, lis
     """SciFact's corpus and first queries embedded by MiniLM; kept in `cache` (minutes of CPU on 2 cores)."""
     docs = [d for _, d in zip(range(limit or 10**9), read_jsonl(SCIFACT / "corpus.jsonl"), strict=False)]
     queries = [q["text"] for _, q in zip(range(QUERIES), read_jsonl(SCIFACT / "queries.jsonl"), strict=False)]
-    texts = [f"{d.get('title') or ''}\n{d.get('text') or ''}".strip() for d in docs]
+    # As the service embeds a document (profiles.document_text): title + " " + text.
+    texts = [f"{d['title']} {d['text']}" if d.get("title") else d["text"] for d in docs]
     path = cache / f"scifact-minilm-{len(docs)}.npz"
     if path.exists():
         saved = np.load(path)

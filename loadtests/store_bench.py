@@ -175,12 +175,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k synthetic points and 300 SciFact docs")
     parser.add_argument("--points", type=int, default=None, help="synthetic points (default 100,000)")
     parser.add_argument("--skip-scifact", action="store_true")
+    parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "thinksearch", help="embeddings cache")
     args = parser.parse_args()
     n = args.points or (10_000 if args.quick else 100_000)
     print(f"store bench: Qdrant Edge vs qdrant-client local mode, {os.cpu_count()} CPUs   ({load()})")
-    vectors = synthetic(n)
-    asyncio.run(compare("synthetic", vectors, synthetic(QUERIES, seed=1)))
+    if not args.skip_synthetic:
+        asyncio.run(compare("synthetic", synthetic(n), synthetic(QUERIES, seed=1)))
     if not args.skip_scifact and SCIFACT.exists():
         corpus, queries, texts = scifact(300 if args.quick else None, args.cache)
         asyncio.run(compare("SciFact (MiniLM)", corpus, queries, texts))

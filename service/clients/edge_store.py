@@ -86,6 +86,13 @@ class EdgeStore:
 
     def __init__(self, root: str | Path, *, index_threshold: int = 20_000) -> None:
         self._root = Path(root)
+        if (self._root / _META).is_file() and (self._root / "collection").is_dir():
+            # A folder written by qdrant-client's local mode (the embedded default before Edge): say so at startup
+            # rather than show an empty store.
+            raise RuntimeError(
+                f"{self._root} holds a qdrant-client local-mode store: set QDRANT_EMBEDDED=local to serve it, "
+                "or point QDRANT_PATH at another folder for Qdrant Edge"
+            )
         self._root.mkdir(parents=True, exist_ok=True)
         self._index_threshold = index_threshold
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")

@@ -216,3 +216,14 @@ def test_migrate_copies_documents_and_vectors_to_another_store(tmp_path):
     assert [[(h.document.id, round(h.score, 4)) for h in hits] for hits in found] == [
         [(h.document.id, round(h.score, 4)) for h in hits] for hits in expected
     ]
+
+
+def test_a_local_mode_folder_is_refused_with_a_clear_message(tmp_path):
+    async def make_local_folder():
+        store = VectorStore.connect(url=None, api_key=None, path=str(tmp_path), timeout_s=5)
+        await store.create("old", DIM, embedder="e", profile="p")
+        await store.aclose()
+
+    run(make_local_folder())
+    with pytest.raises(RuntimeError, match="QDRANT_EMBEDDED=local"):
+        EdgeStore(tmp_path)

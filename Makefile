@@ -33,6 +33,8 @@ test: env vllm-env
 
 bench: env vllm-env
 	$(VENV)/bin/python -m loadtests.bench
+	# The embedded store backends side by side (100k synthetic points, SciFact); STORE_BENCH_ARGS=--quick to try it.
+	$(VENV)/bin/python -m loadtests.store_bench $(STORE_BENCH_ARGS)
 
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env

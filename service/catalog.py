@@ -7,19 +7,19 @@ import contextlib
 from service import metrics
 from service.api.protocol import DocumentIn
 from service.clients.embedder import Embedder
-from service.clients.vectorstore import CollectionInfo, CollectionNotFound, StoredDocument, VectorStore
+from service.clients.vectorstore import CollectionInfo, CollectionNotFound, HnswParams, Store, StoredDocument
 from service.search.profiles import ThinkProfile
 
 
 class Catalog:
-    def __init__(self, store: VectorStore, embedder: Embedder, profile: ThinkProfile) -> None:
+    def __init__(self, store: Store, embedder: Embedder, profile: ThinkProfile) -> None:
         self.store = store
         self.embedder = embedder
         self.profile = profile
 
-    async def create_collection(self, name: str) -> CollectionInfo:
+    async def create_collection(self, name: str, hnsw: HnswParams | None = None) -> CollectionInfo:
         dimension = await self.embedder.dimension()
-        await self.store.create(name, dimension, embedder=self.embedder.name, profile=self.profile.name)
+        await self.store.create(name, dimension, embedder=self.embedder.name, profile=self.profile.name, hnsw=hnsw)
         metrics.COLLECTION_DOCUMENTS.labels(name).set(0)
         return await self.store.info(name)
 

@@ -60,6 +60,33 @@ def evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def migrate(args: argparse.Namespace) -> None:
+    """Documents and their vectors, read from the Edge folder and written to the target: nothing is re-embedded."""
+    import asyncio
+
+    from tqdm import tqdm
+
+    from service.clients.edge_store import EdgeStore, copy_collection
+    from service.clients.vectorstore import VectorStore
+
+    if bool(args.to_url) == bool(args.to_path):
+        raise SystemExit("give one of --to-url or --to-path")
+
+    async def run() -> None:
+        source = EdgeStore(args.from_path)
+        target = VectorStore.connect(url=args.to_url, api_key=args.api_key, path=args.to_path or "", timeout_s=60)
+        try:
+            for name in args.collection or await source.names():
+                with tqdm(total=await source.count(name), desc=name, unit="doc") as bar:
+                    copied = await copy_collection(source, target, name, bar.update)
+                print(f"{name}: {copied} documents copied")
+        finally:
+            await source.aclose()
+            await target.aclose()
+
+    asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="thinksearch", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -81,6 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--concurrency", type=int, default=4)
     p_eval.add_argument("--skip-ingest", action="store_true", help="the collection is already loaded")
     p_eval.set_defaults(func=evaluate)
+
+    p_migrate = sub.add_parser("migrate", help="copy embedded Qdrant Edge collections to a Qdrant server")
+    p_migrate.add_argument("--from-path", required=True, help="the Edge store folder (QDRANT_PATH)")
+    p_migrate.add_argument("--to-url", help="Qdrant server URL (QDRANT_URL of the new deployment)")
+    p_migrate.add_argument("--to-path", help="or a qdrant-client local-mode folder")
+    p_migrate.add_argument("--api-key", default=os.environ.get("QDRANT_API_KEY"))
+    p_migrate.add_argument("--collection", action="append", help="repeatable; default: every collection")
+    p_migrate.set_defaults(func=migrate)
 
     args = parser.parse_args(argv)
     if args.command is None:

@@ -22,9 +22,10 @@ from service.clients.thinker import ThinkerClient, ThinkerError
 from service.clients.vectorstore import (
     CollectionExists,
     CollectionNotFound,
+    Store,
     StoreUnavailable,
     VectorMismatch,
-    VectorStore,
+    open_store,
 )
 from service.search.pipeline import SearchPipeline
 from service.search.profiles import make_profile
@@ -36,7 +37,7 @@ log = logging.getLogger("thinksearch")
 @dataclass
 class Services:
     settings: Settings
-    store: VectorStore
+    store: Store
     embedder: Embedder
     cache: ThoughtCache
     thinker: ThinkerClient | None
@@ -78,11 +79,13 @@ class Services:
 
 
 async def open_services(settings: Settings) -> Services:
-    store = VectorStore.connect(
+    store = open_store(
         url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
         path=settings.qdrant_path,
         timeout_s=settings.qdrant_timeout_s,
+        embedded=settings.qdrant_embedded,
+        edge_index_threshold=settings.qdrant_edge_index_threshold,
     )
     # Loading a local model blocks for seconds: keep it off the event loop.
     embedder = await asyncio.to_thread(

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     qdrant_path: str = "./data/qdrant"
     qdrant_timeout_s: float = 10.0
 
+    # Embedded store (QDRANT_URL unset): "edge" = Qdrant Edge, Qdrant's engine in-process (HNSW, payload indexes);
+    # "local" = qdrant-client's local mode (NumPy brute force). QDRANT_PATH=":memory:" always uses local mode.
+    qdrant_embedded: Literal["edge", "local"] = "edge"
+    # Edge: points not yet in the HNSW index that start a background build; below it searches are exact scans.
+    qdrant_edge_index_threshold: int = Field(default=20_000, ge=1)
+
     # Thought cache, coalescing and (later) jobs; unset = in-process cache.
     redis_url: str | None = None
     redis_timeout_s: float = 0.25

@@ -11,6 +11,7 @@ from service.api.protocol import (
     CollectionList,
     CollectionSummary,
 )
+from service.clients.vectorstore import HnswParams
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -22,7 +23,8 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
     dependencies=[require("admin"), Depends(require_json)],
 )
 async def create_collection(body: CollectionCreate, catalog: CatalogDep) -> CollectionCreated:
-    info = await catalog.create_collection(body.name)
+    hnsw = HnswParams(m=body.hnsw.m, ef_construct=body.hnsw.ef_construct) if body.hnsw else None
+    info = await catalog.create_collection(body.name, hnsw)
     return CollectionCreated(name=info.name, dimension=info.dimension, distance=info.distance, embedder=info.embedder)
 
 

@@ -53,8 +53,16 @@ class Strict(BaseModel):
 # --- collections ---
 
 
+class HnswConfig(Strict):
+    """HNSW graph parameters, fixed at creation; omitted fields take Qdrant's defaults."""
+
+    m: int = Field(default=16, ge=4, le=128)
+    ef_construct: int = Field(default=100, ge=4, le=1000)
+
+
 class CollectionCreate(Strict):
     name: str = Field(pattern=COLLECTION_NAME)
+    hnsw: HnswConfig | None = None
 
 
 class CollectionCreated(BaseModel):
@@ -112,6 +120,8 @@ class SearchRequest(Strict):
     think: bool | None = None
     include_thoughts: bool = False
     deadline_ms: int | None = Field(default=None, ge=1, le=600_000)
+    # HNSW beam width for this search: higher = better recall, slower (unset = the engine's default).
+    hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
 
 
 class SearchHit(DocumentOut):

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
@@ -63,6 +63,21 @@ class CollectionInfo:
     profile: str
 
 
+@dataclass(frozen=True)
+class SearchQuery:
+    vector: np.ndarray
+    top_k: int
+    equal: dict[str, FilterValue] | None = None
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """HNSW graph parameters of a collection, fixed at creation (Qdrant's defaults: m=16, ef_construct=100)."""
+
+    m: int
+    ef_construct: int
+
+
 def point_id(document_id: str) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, document_id))
 
@@ -107,7 +122,9 @@ class VectorStore:
             return cls(AsyncQdrantClient(location=":memory:"))
         return cls(AsyncQdrantClient(path=path))
 
-    async def create(self, name: str, dimension: int, *, embedder: str, profile: str) -> None:
+    async def create(
+        self, name: str, dimension: int, *, embedder: str, profile: str, hnsw: HnswParams | None = None
+    ) -> None:
         async with _translated_errors(name):
             if await self._client.collection_exists(name):
                 raise CollectionExists(name)
@@ -115,6 +132,7 @@ class VectorStore:
                 name,
                 vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
                 metadata={"embedder": embedder, "profile": profile},
+                hnsw_config=models.HnswConfigDiff(m=hnsw.m, ef_construct=hnsw.ef_construct) if hnsw else None,
             )
 
     async def exists(self, name: str) -> bool:
@@ -180,11 +198,22 @@ class VectorStore:
         return bool(found)
 
     async def search(
-        self, name: str, vector: np.ndarray, top_k: int, equal: dict[str, FilterValue] | None = None
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        equal: dict[str, FilterValue] | None = None,
+        *,
+        hnsw_ef: int | None = None,
     ) -> list[Hit]:
         async with _translated_errors(name):
             response = await self._client.query_points(
-                name, query=vector.tolist(), limit=top_k, query_filter=metadata_filter(equal), with_payload=True
+                name,
+                query=vector.tolist(),
+                limit=top_k,
+                query_filter=metadata_filter(equal),
+                with_payload=True,
+                search_params=models.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None,
             )
         return [Hit(_document(p.payload), float(p.score)) for p in response.points]
 
@@ -194,6 +223,57 @@ class VectorStore:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+# --- the store interface, and the choice of backend ---
+
+
+class Store(Protocol):
+    """What the service needs of a vector store; VectorStore (qdrant-client) and EdgeStore (Qdrant Edge) give it."""
+
+    async def create(
+        self, name: str, dimension: int, *, embedder: str, profile: str, hnsw: HnswParams | None = None
+    ) -> None: ...
+    async def exists(self, name: str) -> bool: ...
+    async def names(self) -> list[str]: ...
+    async def info(self, name: str) -> CollectionInfo: ...
+    async def count(self, name: str) -> int: ...
+    async def drop(self, name: str) -> None: ...
+    async def upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None: ...
+    async def get(self, name: str, document_id: str) -> StoredDocument | None: ...
+    async def delete(self, name: str, document_id: str) -> bool: ...
+    async def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        equal: dict[str, FilterValue] | None = None,
+        *,
+        hnsw_ef: int | None = None,
+    ) -> list[Hit]: ...
+    async def ping(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+EmbeddedBackend = Literal["edge", "local"]
+
+
+def open_store(
+    *,
+    url: str | None,
+    api_key: str | None,
+    path: str,
+    timeout_s: float,
+    embedded: EmbeddedBackend = "edge",
+    edge_index_threshold: int = 20_000,
+) -> Store:
+    """A server when `url` is set; else the embedded backend in `path`. `:memory:` is always qdrant-client's
+    in-memory mode: Edge keeps its shards on disk and has no in-memory mode."""
+    if url or path == ":memory:" or embedded == "local":
+        return VectorStore.connect(url=url, api_key=api_key, path=path, timeout_s=timeout_s)
+    from service.clients.edge_store import EdgeStore  # imports this module: imported here, not at the top
+
+    return EdgeStore(path, index_threshold=edge_index_threshold)
 
 
 @asynccontextmanager

@@ -104,7 +104,9 @@ class SearchPipeline:
 
         # 5. search
         with timer.stage("search"):
-            hits = await self.store.search(collection, query_vector, request.top_k, request.filter)
+            hits = await self.store.search(
+                collection, query_vector, request.top_k, request.filter, hnsw_ef=request.hnsw_ef
+            )
 
         mode = "think" if thoughts is not None else "direct"
         metrics.SEARCHES.labels(mode).inc()

@@ -29,9 +29,21 @@ DOCS = [
 ]
 
 
+@pytest.fixture(scope="module", params=["edge", "local"])
+def settings(request, tmp_path_factory):
+    """Settings on each embedded backend: the whole suite runs on Qdrant Edge (a fresh folder per gateway) and on
+    qdrant-client's local mode (in memory)."""
+
+    def make(**overrides) -> Settings:
+        path = str(tmp_path_factory.mktemp("edge-store")) if request.param == "edge" else ":memory:"
+        return Settings(_env_file=None, qdrant_embedded=request.param, qdrant_path=path, **overrides)
+
+    return make
+
+
 @pytest.fixture(scope="module")
-def gw():
-    with Gateway(Settings(_env_file=None, qdrant_path=":memory:", max_body_bytes=256 * 1024)) as gateway:
+def gw(settings):
+    with Gateway(settings(max_body_bytes=256 * 1024)) as gateway:
         yield gateway
 
 
@@ -259,9 +271,9 @@ def test_openapi_docs(gw):
     assert "/v1/collections/{name}/search" in paths
 
 
-def test_api_keys_and_scopes():
+def test_api_keys_and_scopes(settings):
     keys = {"s-key": ["search"], "i-key": ["ingest"], "a-key": ["admin"]}
-    with Gateway(Settings(_env_file=None, qdrant_path=":memory:", api_keys=keys)) as gw:
+    with Gateway(settings(api_keys=keys)) as gw:
         c = gw.client
 
         def auth(key):
@@ -285,16 +297,16 @@ def test_think_without_a_thinker(gw, collection):
     assert off["degraded"] is False
 
 
-def test_omitted_think_without_a_thinker_is_plain_direct_even_if_think_default_is_set():
-    with Gateway(Settings(_env_file=None, qdrant_path=":memory:", think_default=True)) as gw:
+def test_omitted_think_without_a_thinker_is_plain_direct_even_if_think_default_is_set(settings):
+    with Gateway(settings(think_default=True)) as gw:
         gw.client.post("/v1/collections", json={"name": "d"})
         gw.client.post("/v1/collections/d/documents", json={"documents": DOCS})
         body = gw.client.post("/v1/collections/d/search", json={"query": "cats"}).json()
     assert body["mode"] == "direct" and body["degraded"] is False
 
 
-def test_an_unexpected_error_is_a_problem_with_the_request_id_and_no_trace():
-    gateway = Gateway(Settings(_env_file=None, qdrant_path=":memory:"))
+def test_an_unexpected_error_is_a_problem_with_the_request_id_and_no_trace(settings):
+    gateway = Gateway(settings())
 
     async def boom() -> None:
         raise RuntimeError("secret internals")
@@ -305,3 +317,15 @@ def test_an_unexpected_error_is_a_problem_with_the_request_id_and_no_trace():
     body = assert_problem(r, 500)
     assert r.headers["x-request-id"] == "req-500" and body["request_id"] == "req-500"
     assert "secret internals" not in r.text
+
+
+def test_hnsw_parameters_at_create_and_hnsw_ef_per_search(gw):
+    body = {"name": "tuned", "hnsw": {"m": 32, "ef_construct": 200}}
+    assert gw.client.post("/v1/collections", json=body).status_code == 201
+    gw.client.post("/v1/collections/tuned/documents", json={"documents": DOCS})
+    r = gw.client.post("/v1/collections/tuned/search", json={"query": "kittens", "hnsw_ef": 256})
+    assert r.status_code == 200 and r.json()["results"][0]["id"] == "cats"
+    assert_problem(gw.client.post("/v1/collections", json={"name": "bad", "hnsw": {"m": 0}}), 422)
+    assert_problem(gw.client.post("/v1/collections", json={"name": "bad", "hnsw": {"ef": 9}}), 422)
+    assert_problem(gw.client.post("/v1/collections/tuned/search", json={"query": "x", "hnsw_ef": 0}), 422)
+    gw.client.delete("/v1/collections/tuned")

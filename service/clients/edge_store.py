@@ -1,0 +1,550 @@
+"""The embedded store on Qdrant Edge (qdrant-edge-py): Qdrant's own engine in-process, one Edge shard per collection.
+
+Layout under the store folder (QDRANT_PATH):
+
+    <collection>/meta.json     dimension, embedder, profile, HNSW parameters, indexed payload keys (Edge shards have
+                               no collection metadata of their own); written atomically and fsynced
+    <collection>/shard/        the Edge shard (segments + WAL: an update is in the WAL before `update` returns)
+    <collection>/shard.build/  a copy being indexed by a child process (see _build_index)
+
+Every engine call runs on one dedicated thread: the shard is not shared between threads, and the event loop never
+waits on the engine. qdrant-edge-py 0.9.0 holds the GIL for the whole of `optimize()` (an HNSW build of 100k points
+takes about a minute on 2 cores), so the build runs in a child process on a copy of the shard; writes arriving
+meanwhile are applied to the live shard and replayed on the copy before it replaces the live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import qdrant_edge as qe
+
+from service.clients.vectorstore import (
+    CollectionExists,
+    CollectionInfo,
+    CollectionNotFound,
+    FilterValue,
+    Hit,
+    HnswParams,
+    SearchQuery,
+    Store,
+    StoredDocument,
+    StoreUnavailable,
+    VectorMismatch,
+    point_id,
+)
+from service.clients.vectorstore import _document as _document  # the same payload layout on both backends
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Qdrant's own defaults; full_scan_threshold is in KB of vectors: a filtered search whose candidates fit under it
+# scores them exactly instead of walking the graph.
+DEFAULT_HNSW = HnswParams(m=16, ef_construct=100)
+_FULL_SCAN_THRESHOLD_KB = 10_000
+# Payload indexes are made for metadata keys as they first appear, up to this many per collection (metadata is
+# free-form; an unbounded number of indexes would cost memory and upsert time for keys nobody filters on).
+MAX_INDEXED_KEYS = 64
+
+_META = "meta.json"
+_SHARD = "shard"
+_BUILD = "shard.build"
+_OLD = "shard.old"
+# The child process that builds the HNSW index: low priority, so that searches keep the CPU.
+_BUILD_SCRIPT = (
+    "import os, sys; os.nice(10); from qdrant_edge import EdgeShard; "
+    "s = EdgeShard.load(sys.argv[1]); s.optimize(); s.close()"
+)
+
+
+@dataclass
+class _Collection:
+    name: str
+    folder: Path
+    meta: dict[str, Any]
+    shard: qe.EdgeShard
+    building: bool = False
+    # Writes applied while a build runs, replayed on the built copy before the swap.
+    pending: list[qe.UpdateOperation] | None = None
+    generation: int = field(default_factory=lambda: uuid.uuid4().int)
+
+
+class EdgeStore:
+    """Drop-in for VectorStore (same methods, same errors) on Qdrant Edge shards under `root`."""
+
+    def __init__(self, root: str | Path, *, index_threshold: int = 20_000) -> None:
+        self._root = Path(root)
+        if (self._root / _META).is_file() and (self._root / "collection").is_dir():
+            # A folder written by qdrant-client's local mode (the embedded default before Edge): say so at startup
+            # rather than show an empty store.
+            raise RuntimeError(
+                f"{self._root} holds a qdrant-client local-mode store: set QDRANT_EMBEDDED=local to serve it, "
+                "or point QDRANT_PATH at another folder for Qdrant Edge"
+            )
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._index_threshold = index_threshold
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
+        self._open: dict[str, _Collection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- the store interface ---
+
+    async def create(
+        self, name: str, dimension: int, *, embedder: str, profile: str, hnsw: HnswParams | None = None
+    ) -> None:
+        await self._call(self._create, name, dimension, embedder, profile, hnsw or DEFAULT_HNSW)
+
+    async def exists(self, name: str) -> bool:
+        return await self._call(self._exists, name)
+
+    async def names(self) -> list[str]:
+        return await self._call(lambda: sorted(p.parent.name for p in self._root.glob(f"*/{_META}")))
+
+    async def info(self, name: str) -> CollectionInfo:
+        return await self._call(self._info, name)
+
+    async def count(self, name: str) -> int:
+        return await self._call(lambda: self._get(name).shard.count(qe.CountRequest(exact=True)))
+
+    async def drop(self, name: str) -> None:
+        await self._call(self._drop, name)
+
+    async def upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None:
+        needs_build = await self._call(self._upsert, name, documents, vectors)
+        if needs_build:
+            task = asyncio.create_task(self._build_index(name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def get(self, name: str, document_id: str) -> StoredDocument | None:
+        records = await self._call(lambda: self._get(name).shard.retrieve([point_id(document_id)], True, False))
+        return _document(records[0].payload) if records else None
+
+    async def delete(self, name: str, document_id: str) -> bool:
+        return await self._call(self._delete, name, document_id)
+
+    async def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        equal: dict[str, FilterValue] | None = None,
+        *,
+        hnsw_ef: int | None = None,
+    ) -> list[Hit]:
+        return (await self.search_batch(name, [SearchQuery(vector, top_k, equal)], hnsw_ef=hnsw_ef))[0]
+
+    async def search_batch(
+        self, name: str, queries: list[SearchQuery], *, hnsw_ef: int | None = None
+    ) -> list[list[Hit]]:
+        return await self._call(self._search_batch, name, queries, hnsw_ef)
+
+    async def ping(self) -> None:
+        await self._call(self._ping)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._call(self._close_all)
+        self._executor.shutdown(wait=True)
+
+    # --- on the store thread ---
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, _engine_errors, fn, *args)
+        except RuntimeError as exc:
+            if "shutdown" in str(exc):  # called after aclose
+                raise StoreUnavailable("the store is closed") from exc
+            raise
+
+    def _ping(self) -> None:
+        if not self._root.is_dir():
+            raise StoreUnavailable(f"the store folder {self._root} is gone")
+
+    def _folder(self, name: str) -> Path:
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            raise CollectionNotFound(name)
+        return self._root / name
+
+    def _exists(self, name: str) -> bool:
+        return name in self._open or (self._folder(name) / _META).is_file()
+
+    def _get(self, name: str) -> _Collection:
+        if name in self._open:
+            return self._open[name]
+        folder = self._folder(name)
+        if not (folder / _META).is_file():
+            raise CollectionNotFound(name)
+        _recover_swap(folder)
+        meta = json.loads((folder / _META).read_text())
+        collection = _Collection(name, folder, meta, qe.EdgeShard.load(str(folder / _SHARD)))
+        self._open[name] = collection
+        return collection
+
+    def _create(self, name: str, dimension: int, embedder: str, profile: str, hnsw: HnswParams) -> None:
+        folder = self._folder(name)
+        if self._exists(name):
+            raise CollectionExists(name)
+        # Built aside and renamed into place: a crash never leaves a half-made collection under its name.
+        staging = self._root / f".{name}.{uuid.uuid4().hex[:8]}.creating"
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(
+                m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=_FULL_SCAN_THRESHOLD_KB
+            ),
+            # When to index is this class's choice (index_threshold, in points): a build indexes every segment.
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        )
+        qe.EdgeShard.create(str(staging / _SHARD), config).close()
+        meta = {
+            "dimension": dimension,
+            "distance": "cosine",
+            "embedder": embedder,
+            "profile": profile,
+            "hnsw": {"m": hnsw.m, "ef_construct": hnsw.ef_construct},
+            "indexed_keys": {},
+        }
+        _write_json(staging / _META, meta)
+        staging.rename(folder)
+        _fsync_dir(self._root)
+
+    def _info(self, name: str) -> CollectionInfo:
+        collection = self._get(name)
+        meta = collection.meta
+        return CollectionInfo(
+            name=name,
+            count=collection.shard.count(qe.CountRequest(exact=True)),
+            dimension=int(meta["dimension"]),
+            distance=str(meta["distance"]),
+            embedder=str(meta["embedder"]),
+            profile=str(meta["profile"]),
+        )
+
+    def _drop(self, name: str) -> None:
+        collection = self._get(name)
+        collection.shard.close()
+        del self._open[name]
+        # Renamed away first: the name is free at once, and a crash mid-delete leaves only a hidden folder.
+        trash = self._root / f".{name}.{uuid.uuid4().hex[:8]}.dropped"
+        collection.folder.rename(trash)
+        _fsync_dir(self._root)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _apply(self, collection: _Collection, operation: qe.UpdateOperation) -> None:
+        collection.shard.update(operation)
+        if collection.pending is not None:
+            collection.pending.append(operation)
+
+    def _upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> bool:
+        collection = self._get(name)
+        dimension = int(collection.meta["dimension"])
+        if vectors.ndim != 2 or vectors.shape[1] != dimension:
+            raise VectorMismatch(f"expected vectors of dimension {dimension}, got shape {vectors.shape}")
+        self._index_new_keys(collection, documents)
+        points = [
+            qe.Point(point_id(d.id), v, _payload(d))
+            for d, v in zip(documents, vectors.astype(np.float32).tolist(), strict=True)
+        ]
+        self._apply(collection, qe.UpdateOperation.upsert_points(points))
+        if collection.building:
+            return False
+        info = collection.shard.info()
+        # Marked here, on the store thread, so that the next upsert does not start a second build.
+        collection.building = info.points_count - info.indexed_vectors_count >= self._index_threshold
+        return collection.building
+
+    def _index_new_keys(self, collection: _Collection, documents: list[StoredDocument]) -> None:
+        """A payload index per metadata key, made when the key first appears (its type is the first value's)."""
+        indexed: dict[str, str] = collection.meta["indexed_keys"]
+        new: dict[str, str] = {}
+        for document in documents:
+            for key, value in document.metadata.items():
+                if key in indexed or key in new or len(indexed) + len(new) >= MAX_INDEXED_KEYS:
+                    continue
+                schema = _schema_of(value)
+                if schema is not None:
+                    new[key] = schema
+        if not new:
+            return
+        for key, schema in new.items():
+            # Booleans are matched on their string shadow (see _payload).
+            path, schema = (f"{_BOOL}.{key}", "Keyword") if schema == "Bool" else (f"metadata.{key}", schema)
+            self._apply(collection, qe.UpdateOperation.create_field_index(path, getattr(qe.PayloadSchemaType, schema)))
+        indexed.update(new)
+        _write_json(collection.folder / _META, collection.meta)
+
+    def _delete(self, name: str, document_id: str) -> bool:
+        collection = self._get(name)
+        pid = point_id(document_id)
+        if not collection.shard.retrieve([pid], False, False):
+            return False
+        self._apply(collection, qe.UpdateOperation.delete_points([pid]))
+        return True
+
+    def _search_batch(self, name: str, queries: list[SearchQuery], hnsw_ef: int | None) -> list[list[Hit]]:
+        collection = self._get(name)
+        dimension = int(collection.meta["dimension"])
+        params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        requests = []
+        for q in queries:
+            if q.vector.shape != (dimension,):
+                raise VectorMismatch(f"expected a query vector of dimension {dimension}, got shape {q.vector.shape}")
+            requests.append(
+                qe.QueryRequest(
+                    limit=q.top_k,
+                    query=qe.Query.Nearest(q.vector.astype(np.float32).tolist()),
+                    filter=edge_filter(q.equal),
+                    with_payload=True,
+                    params=params,
+                )
+            )
+        results = collection.shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[Hit(_document(p.payload), float(p.score)) for p in points] for points in results]
+
+    def _close_all(self) -> None:
+        for collection in self._open.values():
+            collection.shard.close()
+        self._open.clear()
+
+    # --- the HNSW build, in a child process ---
+
+    async def _build_index(self, name: str) -> None:
+        try:
+            again = True
+            while again:  # writes that came during a build may be enough for another
+                again = await self._build_once(name)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._call(self._abandon_build, name))
+            raise
+        except Exception:
+            log.exception("HNSW build of %s failed; the collection stays searchable by full scan", name)
+            await self._call(self._abandon_build, name)
+
+    async def _build_once(self, name: str) -> bool:
+        generation = await self._call(self._start_build, name)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BUILD_SCRIPT,
+            str(self._folder(name) / _BUILD),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, stderr = await child.communicate()
+        except asyncio.CancelledError:
+            child.kill()
+            await child.wait()
+            raise
+        return await self._call(self._finish_build, name, generation, child.returncode == 0, stderr.decode()[-2000:])
+
+    def _start_build(self, name: str) -> int:
+        collection = self._get(name)
+        collection.shard.flush()
+        build = collection.folder / _BUILD
+        shutil.rmtree(build, ignore_errors=True)
+        shutil.copytree(collection.folder / _SHARD, build)
+        collection.pending = []
+        log.info("building the HNSW index of %s in the background", name)
+        return collection.generation
+
+    def _finish_build(self, name: str, generation: int, ok: bool, stderr: str) -> bool:
+        """Swaps the built copy in; True when enough unindexed points came meanwhile for another build."""
+        collection = self._open.get(name)
+        if collection is None or collection.generation != generation:
+            return False  # dropped meanwhile
+        if not ok:
+            log.error("HNSW build of %s failed: %s", name, stderr)
+            self._abandon_build(name)
+            return False
+        folder = collection.folder
+        built = qe.EdgeShard.load(str(folder / _BUILD))
+        for operation in collection.pending or []:
+            built.update(operation)
+        built.flush()
+        built.close()
+        # From here the copy holds every acknowledged write; _recover_swap finishes this after a crash.
+        collection.shard.close()
+        (folder / _SHARD).rename(folder / _OLD)
+        (folder / _BUILD).rename(folder / _SHARD)
+        _fsync_dir(folder)
+        collection.shard = qe.EdgeShard.load(str(folder / _SHARD))
+        shutil.rmtree(folder / _OLD, ignore_errors=True)
+        collection.pending = None
+        info = collection.shard.info()
+        log.info("HNSW index of %s built: %d of %d points indexed", name, info.indexed_vectors_count, info.points_count)
+        collection.building = info.points_count - info.indexed_vectors_count >= self._index_threshold
+        return collection.building
+
+    def _abandon_build(self, name: str) -> None:
+        collection = self._open.get(name)
+        if collection is not None:
+            collection.building = False
+            collection.pending = None
+            shutil.rmtree(collection.folder / _BUILD, ignore_errors=True)
+
+    async def export(self, name: str, batch: int = 256) -> AsyncIterator[tuple[list[StoredDocument], np.ndarray]]:
+        """Every document with its vector, in batches (the migration to a server reads this)."""
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
+            records, offset = await self._call(lambda r=request: self._get(name).shard.scroll(r))
+            if records:
+                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
+                yield [_document(r.payload) for r in records], vectors
+            if offset is None:
+                return
+
+    async def hnsw(self, name: str) -> HnswParams:
+        meta = (await self._call(self._get, name)).meta["hnsw"]
+        return HnswParams(m=int(meta["m"]), ef_construct=int(meta["ef_construct"]))
+
+    async def wait_for_index(self) -> None:
+        """Waits for background index builds (benchmarks and tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def shard_info(self, name: str) -> tuple[int, int, int]:
+        """(points, indexed vectors, segments): how much of a collection the HNSW index covers."""
+
+        def read() -> tuple[int, int, int]:
+            info = self._get(name).shard.info()
+            return info.points_count, info.indexed_vectors_count, info.segments_count
+
+        return await self._call(read)
+
+
+# --- helpers ---
+
+
+def _engine_errors(fn: Callable[..., T], *args: Any) -> T:
+    """The engine reports its failures (I/O, corrupt files, locked WAL) as plain Exception: a 503, not a 500."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        raise StoreUnavailable(f"Qdrant Edge storage failed: {exc}") from exc
+    except Exception as exc:
+        if type(exc) is not Exception:
+            raise  # ours (CollectionNotFound, ...) or a bug (TypeError, ...): not the engine's
+        log.exception("Qdrant Edge failed")
+        raise StoreUnavailable(f"Qdrant Edge failed: {exc}") from exc
+
+
+def _schema_of(value: Any) -> str | None:
+    if isinstance(value, list):
+        return _schema_of(value[0]) if value else None
+    if isinstance(value, bool):
+        return "Bool"
+    if isinstance(value, int):
+        return "Integer"
+    if isinstance(value, float):
+        return "Float"
+    if isinstance(value, str):
+        return "Keyword"
+    return None
+
+
+# qdrant-edge-py 0.9.0 turns MatchValue(True) into MatchValue(1) (the binding reads a bool as an int), so a
+# boolean match finds nothing. Boolean metadata therefore also goes into the payload as "true"/"false" under this
+# key, and boolean filters match those strings; the stored metadata itself is unchanged.
+_BOOL = "_bool"
+
+
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _payload(d: StoredDocument) -> dict[str, Any]:
+    payload: dict[str, Any] = {"doc_id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata}
+    shadow: dict[str, Any] = {}
+    for key, value in d.metadata.items():
+        if isinstance(value, bool):
+            shadow[key] = _bool_text(value)
+        elif isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            shadow[key] = [_bool_text(v) for v in value if isinstance(v, bool)]
+    if shadow:
+        payload[_BOOL] = shadow
+    return payload
+
+
+def _condition(key: str, value: FilterValue) -> Any:
+    path = f"metadata.{key}"
+    if isinstance(value, bool):
+        return qe.FieldCondition(key=f"{_BOOL}.{key}", match=qe.MatchValue(_bool_text(value)))
+    if isinstance(value, list):
+        if all(isinstance(v, str) for v in value) or all(type(v) is int for v in value):
+            return qe.FieldCondition(key=path, match=qe.MatchAny(value))
+        return qe.Filter(should=[_condition(key, v) for v in value])
+    if isinstance(value, float):
+        # Qdrant matches floats by range only.
+        return qe.FieldCondition(key=path, range=qe.RangeFloat(gte=value, lte=value))
+    return qe.FieldCondition(key=path, match=qe.MatchValue(value))
+
+
+def edge_filter(equal: dict[str, FilterValue] | None) -> qe.Filter | None:
+    """The same equality / any-of semantics as vectorstore.metadata_filter, in Edge's types."""
+    if not equal:
+        return None
+    return qe.Filter(must=[_condition(k, v) for k, v in equal.items()])
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Atomic and durable: a reader sees the old file or the new one, after a crash too."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover_swap(folder: Path) -> None:
+    """Finishes or forgets a build interrupted by a crash (see _finish_build for the order of the renames)."""
+    shard, build, old = folder / _SHARD, folder / _BUILD, folder / _OLD
+    if not shard.exists():
+        # Crashed between the two renames: the copy had every write before the first rename was made.
+        (build if build.exists() else old).rename(shard)
+        _fsync_dir(folder)
+    for leftover in (build, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+async def copy_collection(
+    source: EdgeStore, target: Store, name: str, on_batch: Callable[[int], None] | None = None
+) -> int:
+    """Copies a collection, vectors included (no re-embedding), into another store, e.g. a Qdrant server."""
+    info = await source.info(name)
+    await target.create(
+        name, info.dimension, embedder=info.embedder, profile=info.profile, hnsw=await source.hnsw(name)
+    )
+    copied = 0
+    async for documents, vectors in source.export(name):
+        await target.upsert(name, documents, vectors)
+        copied += len(documents)
+        if on_batch:
+            on_batch(len(documents))
+    return copied

@@ -140,5 +140,5 @@ class DependencyState(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "degraded", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable", "draining"]
     dependencies: dict[str, DependencyState]

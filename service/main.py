@@ -17,6 +17,7 @@ from service.api.auth import KeyRing
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
 from service.catalog import Catalog
+from service.clients.breakers import Breakers
 from service.clients.cache import ThoughtCache, make_thought_cache
 from service.clients.embedder import Embedder, EmbedderError, make_embedder
 from service.clients.ratelimit import RateLimiter
@@ -45,6 +46,7 @@ class Services:
     catalog: Catalog
     pipeline: SearchPipeline
     limiter: RateLimiter
+    breakers: Breakers
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
         """Readiness checks by dependency name (see /readyz)."""
@@ -81,6 +83,7 @@ class Services:
 
 
 async def open_services(settings: Settings) -> Services:
+    breakers = Breakers(threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
     store = VectorStore.connect(
         url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
@@ -95,6 +98,7 @@ async def open_services(settings: Settings) -> Services:
         api_key=settings.embedder_api_key,
         timeout_s=settings.embedder_timeout_s,
         batch_size=settings.embedder_batch_size,
+        breakers=breakers,
     )
     cache = make_thought_cache(
         settings.redis_url,
@@ -110,6 +114,7 @@ async def open_services(settings: Settings) -> Services:
             api_key=settings.thinker_api_key,
             timeout_s=settings.thinker_timeout_s,
             max_connections=settings.thinker_max_connections,
+            breakers=breakers,
         )
         # Best effort: a worker that is down at startup is asked again on the first search.
         with contextlib.suppress(ThinkerError, TimeoutError):
@@ -124,6 +129,7 @@ async def open_services(settings: Settings) -> Services:
         catalog=Catalog(store, embedder, profile),
         pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store),
         limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
+        breakers=breakers,
     )
 
 

@@ -36,3 +36,13 @@ RATE_LIMITED = Counter(
 RATE_LIMIT_FALLBACKS = Counter(
     "thinksearch_rate_limit_fallbacks_total", "Rate-limit checks made in-process because Redis failed."
 )
+BREAKER_STATE = Gauge(
+    "thinksearch_circuit_breaker_state",
+    "Circuit breaker per dependency: 0 closed, 0.5 half-open, 1 open.",
+    ["dependency"],
+)
+BREAKER_REJECTIONS = Counter(
+    "thinksearch_circuit_breaker_rejections_total",
+    "Calls not made because the dependency's breaker was open.",
+    ["dependency"],
+)

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # take the replica out); then no new connections, and in-flight requests get SHUTDOWN_GRACE_S to finish.
     shutdown_drain_s: float = Field(default=5.0, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Circuit breakers: after this many consecutive failures a dependency is not called for BREAKER_RESET_S, then
+    # probed again by the next call.
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
     # `text` for a terminal, `json` (one object per line) for log pipelines; queries are logged only if asked.
     log_format: Literal["text", "json"] = "text"
     log_queries: bool = False

@@ -14,6 +14,8 @@ router = APIRouter(tags=["health"])
 
 # Without these the service cannot answer searches at all; the others only degrade it.
 HARD_DEPENDENCIES = {"vector_store", "embedder"}
+# The circuit breaker guarding each dependency (the cache's is Redis', shared with the rate limiter).
+BREAKER_OF = {"vector_store": "vector_store", "embedder": "embedder", "thinker": "thinker", "thought_cache": "redis"}
 PROBE_TIMEOUT_S = 2.0
 
 
@@ -28,6 +30,9 @@ async def readyz(request: Request) -> JSONResponse:
     probes = request.app.state.services.probes()
     states = await asyncio.gather(*(_probe(p) for p in probes.values()))
     dependencies = dict(zip(probes, states, strict=True))
+    breakers = request.app.state.services.breakers
+    for name, state in dependencies.items():
+        state.breaker = breakers.state(BREAKER_OF.get(name, name))
     principal = caller(request)
     if principal is None or not principal.may("admin"):
         dependencies = {

@@ -137,6 +137,8 @@ class Health(BaseModel):
 class DependencyState(BaseModel):
     ok: bool
     detail: str
+    # The dependency's circuit breaker: closed, opened or half-opened (None: no breaker guards it).
+    breaker: str | None = None
 
 
 class Readiness(BaseModel):

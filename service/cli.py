@@ -3,44 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-
-from service.api.middleware import RequestIdLogFilter
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RequestIdLogFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Our middleware logs one line per request with its id; uvicorn's own access log would repeat it.
-    logging.getLogger("uvicorn.access").disabled = True
 
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from service.lifecycle import DrainingServer
+    from service.logs import configure_logging
     from service.main import create_app
     from service.settings import get_settings
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.qdrant_url and settings.qdrant_path != ":memory:":
         os.makedirs(settings.qdrant_path, exist_ok=True)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
+    DrainingServer(config, app, drain_s=settings.shutdown_drain_s).run()
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -13,11 +13,14 @@ from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.api import collections, documents, health, search
+from service.api.auth import KeyRing
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
 from service.catalog import Catalog
+from service.clients.breakers import Breakers
 from service.clients.cache import ThoughtCache, make_thought_cache
 from service.clients.embedder import Embedder, EmbedderError, make_embedder
+from service.clients.ratelimit import RateLimiter
 from service.clients.thinker import ThinkerClient, ThinkerError
 from service.clients.vectorstore import (
     CollectionExists,
@@ -43,6 +46,8 @@ class Services:
     thinker: ThinkerClient | None
     catalog: Catalog
     pipeline: SearchPipeline
+    limiter: RateLimiter
+    breakers: Breakers
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
         """Readiness checks by dependency name (see /readyz)."""
@@ -72,13 +77,14 @@ class Services:
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()
-        for client in (self.thinker, self.cache, self.embedder, self.store):
+        for client in (self.thinker, self.cache, self.limiter, self.embedder, self.store):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
 
 
 async def open_services(settings: Settings) -> Services:
+    breakers = Breakers(threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
     store = open_store(
         url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
@@ -95,6 +101,7 @@ async def open_services(settings: Settings) -> Services:
         api_key=settings.embedder_api_key,
         timeout_s=settings.embedder_timeout_s,
         batch_size=settings.embedder_batch_size,
+        breakers=breakers,
     )
     cache = make_thought_cache(
         settings.redis_url,
@@ -110,6 +117,7 @@ async def open_services(settings: Settings) -> Services:
             api_key=settings.thinker_api_key,
             timeout_s=settings.thinker_timeout_s,
             max_connections=settings.thinker_max_connections,
+            breakers=breakers,
         )
         # Best effort: a worker that is down at startup is asked again on the first search.
         with contextlib.suppress(ThinkerError, TimeoutError):
@@ -123,6 +131,8 @@ async def open_services(settings: Settings) -> Services:
         thinker=thinker,
         catalog=Catalog(store, embedder, profile),
         pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store),
+        limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
+        breakers=breakers,
     )
 
 
@@ -139,6 +149,8 @@ def _log_startup(settings: Settings, services: Services) -> None:
     )
     if not settings.api_keys:
         log.warning("No API_KEYS configured: the API is open to anyone who can reach it (development mode).")
+    if settings.rate_limits:
+        log.info("Rate limits by scope: %s (buckets in %s)", settings.rate_limits, services.limiter.name)
 
 
 def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]:
@@ -173,6 +185,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ThinkSearch", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.keys = KeyRing(settings.api_keys)  # a malformed API_KEYS fails here, at startup
+    app.state.draining = False
     install_problem_handlers(app)
     for exc_type, handle in _domain_error_handlers().items():
         app.add_exception_handler(exc_type, handle)

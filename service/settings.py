@@ -1,14 +1,29 @@
-"""The one settings object: every knob of the service, read from the environment (see the README's configuration table)."""
+"""The one settings object: every knob of the service, read from the environment (README: Configuration)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = Literal["search", "ingest", "admin"]
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `rate` requests per second sustained, `burst` at once."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class KeySpec(BaseModel):
+    """An API key's grants: its scopes, an optional name for logs, and per-scope rate limits of its own."""
+
+    scopes: list[Scope]
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    rate_limits: dict[Scope, RateLimit] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -67,8 +82,25 @@ class Settings(BaseSettings):
     # (less padding) and keeps the peak RSS lower than 32 or 64.
     embedder_batch_size: int = Field(default=16, ge=1)
 
-    # Auth: {"key": ["search", "ingest", "admin"], ...}; empty = open (development).
-    api_keys: dict[str, list[Scope]] = Field(default_factory=dict)
+    # Auth: {"key": ["search", ...], "sha256:<hex of the key's SHA-256>": {"scopes": [...], "name": ...,
+    # "rate_limits": {...}}}; empty = open (development). Hashed entries keep raw keys out of the configuration.
+    api_keys: dict[str, list[Scope] | KeySpec] = Field(default_factory=dict)
+
+    # --- Under pressure: rate limits, shutdown, logs ---
+    # Token buckets per API key (per client address when open), by the scope a route needs; a scope not listed is
+    # unlimited. Shared through REDIS_URL by every replica; each replica's own buckets when Redis is absent or down.
+    rate_limits: dict[Scope, RateLimit] = Field(default_factory=dict)
+    # On SIGTERM: /readyz answers 503 at once and requests are still served for SHUTDOWN_DRAIN_S (load balancers
+    # take the replica out); then no new connections, and in-flight requests get SHUTDOWN_GRACE_S to finish.
+    shutdown_drain_s: float = Field(default=5.0, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Circuit breakers: after this many consecutive failures a dependency is not called for BREAKER_RESET_S, then
+    # probed again by the next call.
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+    # `text` for a terminal, `json` (one object per line) for log pipelines; queries are logged only if asked.
+    log_format: Literal["text", "json"] = "text"
+    log_queries: bool = False
 
     # Request limits.
     max_body_bytes: int = 16 * 1024 * 1024

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api.auth import caller
 from service.api.problems import RETRY_AFTER_S
 from service.api.protocol import DependencyState, Health, Readiness
 
@@ -13,6 +14,8 @@ router = APIRouter(tags=["health"])
 
 # Without these the service cannot answer searches at all; the others only degrade it.
 HARD_DEPENDENCIES = {"vector_store", "embedder"}
+# The circuit breaker guarding each dependency (the cache's is Redis', shared with the rate limiter).
+BREAKER_OF = {"vector_store": "vector_store", "embedder": "embedder", "thinker": "thinker", "thought_cache": "redis"}
 PROBE_TIMEOUT_S = 2.0
 
 
@@ -23,10 +26,21 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> JSONResponse:
+    """Open, like /healthz; but dependency details (internal addresses) only to an `admin` key."""
     probes = request.app.state.services.probes()
     states = await asyncio.gather(*(_probe(p) for p in probes.values()))
     dependencies = dict(zip(probes, states, strict=True))
-    if any(not dependencies[name].ok for name in HARD_DEPENDENCIES):
+    breakers = request.app.state.services.breakers
+    for name, state in dependencies.items():
+        state.breaker = breakers.state(BREAKER_OF.get(name, name))
+    principal = caller(request)
+    if principal is None or not principal.may("admin"):
+        dependencies = {
+            name: DependencyState(ok=d.ok, detail="ok" if d.ok else "not ok") for name, d in dependencies.items()
+        }
+    if getattr(request.app.state, "draining", False):
+        status, code = "draining", 503  # shutting down: take this replica out of the load balancer
+    elif any(not dependencies[name].ok for name in HARD_DEPENDENCIES):
         status, code = "unavailable", 503
     elif all(d.ok for d in dependencies.values()):
         status, code = "ready", 200

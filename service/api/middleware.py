@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# What the handlers learned about a request (mode, cache outcome, key id, ...), for its one access-log line.
+_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_fields", default=None)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 log = logging.getLogger("thinksearch.access")
@@ -23,6 +25,13 @@ log = logging.getLogger("thinksearch.access")
 
 def current_request_id() -> str | None:
     return _request_id.get()
+
+
+def annotate_request(**fields: Any) -> None:
+    """Adds fields to the current request's access-log line (never document text, never a key)."""
+    current = _request_fields.get()
+    if current is not None:
+        current.update(fields)
 
 
 class RequestIdLogFilter(logging.Filter):
@@ -53,6 +62,8 @@ class RequestContextMiddleware:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = _request_id.set(request_id)
+        fields: dict[str, Any] = {}
+        fields_token = _request_fields.set(fields)
         started = time.perf_counter()
         status_sent: int | None = None
 
@@ -80,7 +91,16 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             status = status_sent or 500
             metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(elapsed)
-            log.info("%s %s %s %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+            access = {"method": scope["method"], "route": template, "status": status, "latency_ms": elapsed * 1000}
+            log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={"fields": {**access, **fields}},
+            )
+            _request_fields.reset(fields_token)
             _request_id.reset(token)
 
 

@@ -147,8 +147,10 @@ class Health(BaseModel):
 class DependencyState(BaseModel):
     ok: bool
     detail: str
+    # The dependency's circuit breaker: closed, opened or half-opened (None: no breaker guards it).
+    breaker: str | None = None
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "degraded", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable", "draining"]
     dependencies: dict[str, DependencyState]

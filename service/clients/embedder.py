@@ -6,6 +6,7 @@ Both return float32 arrays of shape (len(texts), dimension).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import httpx
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from service.clients.breakers import Breakers, CircuitOpen
 from service.clients.http import openai_compatible_client
 
 DEFAULT_LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -24,7 +26,11 @@ WORK_CHUNK = 64
 
 
 class EmbedderError(Exception):
-    """The embedder is unreachable or failed: searches and ingests answer 503."""
+    """The embedder is unreachable or failed: searches and ingests answer 503. `status`: the server's HTTP status."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 class Embedder(Protocol):
@@ -140,9 +146,17 @@ class RemoteEmbedder:
     """Client of an OpenAI-compatible `/v1/embeddings` server (vLLM pooling runner, TEI, ...)."""
 
     def __init__(
-        self, base_url: str, *, model: str | None, api_key: str | None, timeout_s: float, batch_size: int
+        self,
+        base_url: str,
+        *,
+        model: str | None,
+        api_key: str | None,
+        timeout_s: float,
+        batch_size: int,
+        breakers: Breakers | None = None,
     ) -> None:
         self._http = openai_compatible_client(base_url, api_key=api_key, timeout_s=timeout_s, max_connections=32)
+        self._breakers = breakers
         self._model = model
         self.name = model or "unresolved"
         self._batch_size = batch_size
@@ -176,6 +190,21 @@ class RemoteEmbedder:
         return np.asarray([r["embedding"] for r in rows], dtype=np.float32)
 
     async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+        try:
+            async with self._breaker():
+                return await self._request(method, path, **kwargs)
+        except CircuitOpen as exc:
+            raise EmbedderError(str(exc)) from exc
+
+    def _breaker(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._breakers is None:
+            return contextlib.nullcontext()
+        # A 4xx is our request's fault (e.g. an input over the model's length), not a sign the server is down.
+        return self._breakers.guard(
+            "embedder", failures=(EmbedderError,), ignore=lambda e: 400 <= (getattr(e, "status", 0) or 0) < 500
+        )
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> dict:
         # Retry only what a retry can fix: a refused or dropped connection. A slow server is not asked twice.
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
@@ -190,7 +219,9 @@ class RemoteEmbedder:
         except httpx.HTTPError as exc:
             raise EmbedderError(f"embedding server unreachable: {exc!r}") from exc
         if response.status_code >= 400:
-            raise EmbedderError(f"embedding server answered {response.status_code}: {response.text[:300]}")
+            raise EmbedderError(
+                f"embedding server answered {response.status_code}: {response.text[:300]}", response.status_code
+            )
         return response.json()
 
     async def ping(self) -> None:
@@ -200,7 +231,17 @@ class RemoteEmbedder:
         await self._http.aclose()
 
 
-def make_embedder(url: str | None, *, model: str | None, api_key: str | None, timeout_s: float, batch_size: int):
+def make_embedder(
+    url: str | None,
+    *,
+    model: str | None,
+    api_key: str | None,
+    timeout_s: float,
+    batch_size: int,
+    breakers: Breakers | None = None,
+):
     if url:
-        return RemoteEmbedder(url, model=model, api_key=api_key, timeout_s=timeout_s, batch_size=batch_size)
+        return RemoteEmbedder(
+            url, model=model, api_key=api_key, timeout_s=timeout_s, batch_size=batch_size, breakers=breakers
+        )
     return LocalEmbedder(model, batch_size)

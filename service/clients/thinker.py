@@ -6,11 +6,13 @@ All n samples of a query are asked for in ONE request (`n`), so vLLM shares the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 
+from service.clients.breakers import Breakers, CircuitOpen
 from service.clients.http import openai_compatible_client
 
 
@@ -55,10 +57,12 @@ class ThinkerClient:
         api_key: str | None,
         timeout_s: float,
         max_connections: int,
+        breakers: Breakers | None = None,
     ) -> None:
         self._http = openai_compatible_client(
             base_url, api_key=api_key, timeout_s=timeout_s, max_connections=max_connections
         )
+        self._breakers = breakers
         self._model = model
         self._model_lock = asyncio.Lock()
 
@@ -105,6 +109,21 @@ class ThinkerClient:
         await self._call("GET", "models")
 
     async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+        try:
+            async with self._breaker():
+                return await self._request(method, path, **kwargs)
+        except CircuitOpen as exc:
+            raise ThinkerError("circuit_open", str(exc)) from exc
+
+    def _breaker(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._breakers is None:
+            return contextlib.nullcontext()
+        # A 4xx is our request's fault (e.g. a prompt over the context), not a sign the worker is down.
+        return self._breakers.guard(
+            "thinker", failures=(ThinkerError,), ignore=lambda e: getattr(e, "kind", "").startswith("http_4")
+        )
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> dict:
         try:
             response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.TimeoutException as exc:

@@ -127,6 +127,10 @@ async def compare(title: str, vectors: np.ndarray, queries: np.ndarray, texts: l
         edge_ms = await measure(edge, vectors, queries)
         edge_recall = await recall(edge, vectors, queries)
         print(f"edge   recall@10 vs exact {edge_recall:.3f} (as served)   ({load()})", flush=True)
+        if indexed:
+            for ef in (128, 512):
+                value = await recall(edge, vectors, queries, hnsw_ef=ef)
+                print(f"edge   recall@10 vs exact {value:.3f} (hnsw_ef={ef})   ({load()})", flush=True)
         if indexed == 0:  # small: scanned exactly; show what the HNSW graph alone would give
             forced = EdgeStore(Path(folder) / "forced", index_threshold=1, full_scan_threshold_kb=1)
             await fill(forced, vectors, texts)

@@ -84,7 +84,9 @@ class _Collection:
 class EdgeStore:
     """Drop-in for VectorStore (same methods, same errors) on Qdrant Edge shards under `root`."""
 
-    def __init__(self, root: str | Path, *, index_threshold: int = 20_000) -> None:
+    def __init__(
+        self, root: str | Path, *, index_threshold: int = 20_000, full_scan_threshold_kb: int = _FULL_SCAN_THRESHOLD_KB
+    ) -> None:
         self._root = Path(root)
         if (self._root / _META).is_file() and (self._root / "collection").is_dir():
             # A folder written by qdrant-client's local mode (the embedded default before Edge): say so at startup
@@ -95,6 +97,8 @@ class EdgeStore:
             )
         self._root.mkdir(parents=True, exist_ok=True)
         self._index_threshold = index_threshold
+        # Segments (and filtered candidate sets) under this many KB of vectors are scored exactly, index or not.
+        self._full_scan_kb = full_scan_threshold_kb
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
         self._open: dict[str, _Collection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -205,7 +209,7 @@ class EdgeStore:
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
             hnsw_config=qe.HnswIndexConfig(
-                m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=_FULL_SCAN_THRESHOLD_KB
+                m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=self._full_scan_kb
             ),
             # When to index is this class's choice (index_threshold, in points): a build indexes every segment.
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),

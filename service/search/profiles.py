@@ -24,6 +24,10 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def _digest(material: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
 class ThinkProfile:
     name: str
     api: Literal["chat", "completion"]
@@ -45,15 +49,26 @@ class ThinkProfile:
 
     def cache_key(self, query: str, model: str) -> str:
         """Everything that changes the thoughts: profile, model, prompt, sampling, normalised query."""
+        return "thinksearch:thought:v1:" + _digest(self._thought_material(query, model))
+
+    def vector_key(self, query: str, model: str, embedder: str) -> str:
+        """Everything that changes the fused query vector: the thoughts' key material, the embedder, and the
+        document format (it shapes the query texts too, e.g. O1's `<emb>`)."""
         material = {
+            **self._thought_material(query, model),
+            "embedder": embedder,
+            "document_format": self.document_text("{title}", "{text}"),
+        }
+        return "thinksearch:query:v1:" + _digest(material)
+
+    def _thought_material(self, query: str, model: str) -> dict[str, object]:
+        return {
             "profile": self.name,
             "model": model,
             "prompt": self.prompt,
             "sampling": asdict(self.sampling),
             "query": " ".join(query.split()),
         }
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-        return f"thinksearch:thought:v1:{digest}"
 
     def document_text(self, title: str, text: str) -> str:
         # As MTEB/BEIR embed a document: title + " " + text.

@@ -58,6 +58,8 @@ class ThinkProfile:
             **self._thought_material(query, model),
             "embedder": embedder,
             "document_format": self.document_text("{title}", "{text}"),
+            # The query texts' shape: separators, EOS and markers that are not in the prompt.
+            "query_format": self.query_texts("{query}", ["{thought}"]),
         }
         return "thinksearch:query:v1:" + _digest(material)
 

@@ -31,8 +31,9 @@ run: env
 test: env vllm-env
 	$(VENV)/bin/python -m pytest -q -rs
 
+# e.g. make bench BENCH_ARGS=--quick (under two minutes)
 bench: env vllm-env
-	$(VENV)/bin/python -m loadtests.bench
+	$(VENV)/bin/python -m loadtests.bench $(BENCH_ARGS)
 
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env

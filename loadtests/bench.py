@@ -161,7 +161,8 @@ class Bench:
             await self.store.search(COLLECTION, self.profile.fuse(await self.embedder.embed([fresh_query()])), 10)
 
         async def http_cold() -> None:
-            body = await self.search({"query": fresh_query(), "deadline_ms": 300_000})  # measure thinking, not degrading
+            # A long deadline: this measures thinking, not degrading.
+            body = await self.search({"query": fresh_query(), "deadline_ms": 300_000})
             assert body["mode"] == "think" and body["thought_cache"] == "miss", body
 
         for _ in range(5):  # warm both paths up

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from service.api.auth import require, require_json
 from service.api.deps import CollectionName, PipelineDep, SettingsDep
@@ -60,7 +60,7 @@ async def search(
     check_search(body, settings)
     if body.stream or EVENT_STREAM in request.headers.get("accept", ""):
         return await _stream(name, body, pipeline)
-    return to_response(await pipeline.search(name, body))
+    return _json(to_response(await pipeline.search(name, body)))
 
 
 async def _stream(name: str, body: SearchRequest, pipeline: SearchPipeline) -> StreamingResponse:
@@ -99,12 +99,17 @@ def _event(name: str, data: str) -> str:
 )
 async def search_batch(
     name: CollectionName, body: BatchSearchRequest, pipeline: PipelineDep, settings: SettingsDep
-) -> BatchSearchResponse:
+) -> Response:
     check_batch(body, settings)
     if not await pipeline.store.exists(name):  # one check per batch: no worker or embedder time for a 404
         raise CollectionNotFound(name)
     outcomes = await pipeline.search_batch(name, body.queries)
-    return BatchSearchResponse(results=[to_response(o) for o in outcomes])
+    return _json(BatchSearchResponse(results=[to_response(o) for o in outcomes]))
+
+
+def _json(model: SearchResponse | BatchSearchResponse) -> Response:
+    # Serialised once here: returning the model would make FastAPI validate and serialise it a second time.
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.post(

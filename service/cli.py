@@ -1,4 +1,4 @@
-"""`thinksearch` command line: `serve` (default) and `eval`."""
+"""`thinksearch` command line: `serve` (default), `eval` and `warm`."""
 
 from __future__ import annotations
 
@@ -75,6 +75,39 @@ def migrate(args: argparse.Namespace) -> None:
     asyncio.run(run())
 
 
+def warm(args: argparse.Namespace) -> None:
+    """Send a query log (one query per line) to POST /v1/collections/{c}/warm in chunks; a bar per query."""
+    import time
+
+    import httpx
+    from tqdm import tqdm
+
+    with open(args.queries_file, encoding="utf-8") as f:
+        queries = [line.strip() for line in f if line.strip()]
+    api_key = args.api_key or os.environ.get("THINKSEARCH_API_KEY")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    totals = {"queries": 0, "skipped": 0, "warmed": 0, "failed": 0, "worker_requests": 0}
+    started = time.perf_counter()
+    client = httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout)
+    with client, tqdm(total=len(queries), unit="query", desc="warming") as bar:
+        for i in range(0, len(queries), args.chunk):
+            chunk = queries[i : i + args.chunk]
+            response = client.post(f"/v1/collections/{args.collection}/warm", json={"queries": chunk})
+            if response.status_code != 200:
+                bar.close()
+                sys.exit(f"warming failed: HTTP {response.status_code}: {response.text[:300]}")
+            for key, value in response.json().items():
+                totals[key] = totals.get(key, 0) + value
+            bar.update(len(chunk))
+            bar.set_postfix(skipped=totals["skipped"], failed=totals["failed"])
+    elapsed = time.perf_counter() - started
+    print(
+        f"{totals['queries']} queries in {elapsed:.1f} s ({totals['queries'] / elapsed:.1f} queries/s): "
+        f"{totals['warmed']} warmed, {totals['skipped']} already cached, {totals['failed']} failed; "
+        f"{totals['worker_requests']} worker requests"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="thinksearch", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -104,6 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     p_migrate.add_argument("--api-key", default=os.environ.get("QDRANT_API_KEY"))
     p_migrate.add_argument("--collection", action="append", help="repeatable; default: every collection")
     p_migrate.set_defaults(func=migrate)
+    p_warm = sub.add_parser("warm", help="think, embed and cache a query log ahead of traffic (one query a line)")
+    p_warm.add_argument("queries_file")
+    p_warm.add_argument("--collection", required=True)
+    p_warm.add_argument("--url", default="http://127.0.0.1:8000")
+    p_warm.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY")
+    p_warm.add_argument("--chunk", type=int, default=64, help="queries per request (<= MAX_WARM_QUERIES_PER_REQUEST)")
+    p_warm.add_argument("--timeout", type=float, default=600.0, help="seconds per chunk")
+    p_warm.set_defaults(func=warm)
 
     args = parser.parse_args(argv)
     if args.command is None:

@@ -48,4 +48,12 @@ BREAKER_REJECTIONS = Counter(
 )
 REPLICA_COALESCED = Counter(
     "thinksearch_replica_coalesced_total", "Cold queries answered by another replica's worker request (Redis lease)."
+
+# --- search speed (issue 6) ---
+QUERY_EMBED_CALLS = Counter(
+    "thinksearch_query_embed_calls_total", "Embedder calls made by searches (a batch makes one).", ["kind"]
+)
+QUERY_TEXTS_EMBEDDED = Counter("thinksearch_query_texts_embedded_total", "Query-side texts sent to the embedder.")
+QUERY_VECTOR_CACHE = Counter(
+    "thinksearch_query_vector_cache_total", "In-process direct-text embedding cache lookups.", ["result"]
 )

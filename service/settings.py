@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     max_query_chars: int = 8000
     max_top_k: int = 100
 
+    # --- search speed (issue 6) ---
+    # Query-side embeddings of direct-mode texts, in process (see docs/decisions.md): entries, about 1.5 KB each.
+    query_vector_cache_size: int = Field(default=10_000, ge=0)
+    # Queries per POST .../search/batch.
+    max_batch_queries: int = Field(default=64, ge=1)
+    # Warming: queries per POST .../warm, and worker requests kept in flight while warming.
+    max_warm_queries_per_request: int = Field(default=256, ge=1)
+    warm_concurrency: int = Field(default=8, ge=1)
+
     @model_validator(mode="after")
     def _default_think(self) -> Settings:
         if self.think_default is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from service.api.problems import field_error
-from service.api.protocol import SearchRequest, UpsertRequest
+from service.api.protocol import BatchSearchRequest, SearchRequest, UpsertRequest, WarmRequest
 from service.settings import Settings
 
 
@@ -21,8 +21,25 @@ def check_upsert(request: UpsertRequest, settings: Settings) -> None:
             raise field_error(f"documents[{i}].metadata", f"larger than {settings.max_metadata_bytes} bytes")
 
 
-def check_search(request: SearchRequest, settings: Settings) -> None:
+def check_search(request: SearchRequest, settings: Settings, prefix: str = "") -> None:
     if len(request.query) > settings.max_query_chars:
-        raise field_error("query", f"longer than {settings.max_query_chars} characters")
+        raise field_error(f"{prefix}query", f"longer than {settings.max_query_chars} characters")
     if request.top_k > settings.max_top_k:
-        raise field_error("top_k", f"must be between 1 and {settings.max_top_k}")
+        raise field_error(f"{prefix}top_k", f"must be between 1 and {settings.max_top_k}")
+
+
+def check_batch(request: BatchSearchRequest, settings: Settings) -> None:
+    if len(request.searches) > settings.max_batch_queries:
+        raise field_error("searches", f"at most {settings.max_batch_queries} searches per batch")
+    for i, search in enumerate(request.searches):
+        if search.stream:
+            raise field_error(f"searches[{i}].stream", "a batch is not streamed")
+        check_search(search, settings, prefix=f"searches[{i}].")
+
+
+def check_warm(request: WarmRequest, settings: Settings) -> None:
+    if len(request.queries) > settings.max_warm_queries_per_request:
+        raise field_error("queries", f"at most {settings.max_warm_queries_per_request} queries per request")
+    for i, query in enumerate(request.queries):
+        if len(query) > settings.max_query_chars:
+            raise field_error(f"queries[{i}]", f"longer than {settings.max_query_chars} characters")

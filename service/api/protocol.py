@@ -122,6 +122,8 @@ class SearchRequest(Strict):
     deadline_ms: int | None = Field(default=None, ge=1, le=600_000)
     # HNSW beam width for this search: higher = better recall, slower (unset = the engine's default).
     hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
+    # Answer as Server-Sent Events: direct results first, then think results (docs/api.md).
+    stream: bool = False
 
 
 class SearchHit(DocumentOut):
@@ -135,6 +137,37 @@ class SearchResponse(BaseModel):
     degraded: bool
     thoughts: list[str] | None
     timings_ms: dict[str, float]
+
+
+# --- batch search, streaming, warming (issue 6) ---
+
+
+class BatchSearchRequest(Strict):
+    searches: list[SearchRequest] = Field(min_length=1)
+
+
+class BatchSearchResponse(BaseModel):
+    responses: list[SearchResponse]
+
+
+class StreamDone(BaseModel):
+    """The last event of a streamed search."""
+
+    mode: Literal["think", "direct"]
+    degraded: bool
+    reason: str | None
+
+
+class WarmRequest(Strict):
+    queries: list[NonBlank] = Field(min_length=1)
+
+
+class WarmResponse(BaseModel):
+    queries: int
+    skipped: int
+    warmed: int
+    failed: int
+    worker_requests: int
 
 
 # --- health ---

@@ -1,21 +1,34 @@
+"""Search routes: single (JSON or Server-Sent Events), batch, and warming."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
 
 from service.api.auth import require, require_json
 from service.api.deps import CollectionName, PipelineDep, SettingsDep
-from service.api.limits import check_search
-from service.api.protocol import SearchHit, SearchRequest, SearchResponse
+from service.api.limits import check_batch, check_search, check_warm
+from service.api.problems import RETRY_AFTER_S, Problem
+from service.api.protocol import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    StreamDone,
+    WarmRequest,
+    WarmResponse,
+)
+from service.clients.vectorstore import CollectionNotFound
+from service.search.pipeline import SearchOutcome, SearchPipeline
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])
+EVENT_STREAM = "text/event-stream"
 
 
-@router.post("/search", response_model=SearchResponse, dependencies=[require("search"), Depends(require_json)])
-async def search(
-    name: CollectionName, body: SearchRequest, pipeline: PipelineDep, settings: SettingsDep
-) -> SearchResponse:
-    check_search(body, settings)
-    outcome = await pipeline.search(name, body)
+def to_response(outcome: SearchOutcome) -> SearchResponse:
     return SearchResponse(
         results=[
             SearchHit(
@@ -33,3 +46,85 @@ async def search(
         thoughts=outcome.thoughts,
         timings_ms=outcome.timings_ms,
     )
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    dependencies=[require("search"), Depends(require_json)],
+    responses={200: {"content": {EVENT_STREAM: {}}}},
+)
+async def search(
+    name: CollectionName, body: SearchRequest, request: Request, pipeline: PipelineDep, settings: SettingsDep
+):
+    check_search(body, settings)
+    if body.stream or EVENT_STREAM in request.headers.get("accept", ""):
+        return await _stream(name, body, pipeline)
+    return _json(to_response(await pipeline.search(name, body)))
+
+
+async def _stream(name: str, body: SearchRequest, pipeline: SearchPipeline) -> StreamingResponse:
+    outcomes = aiter(pipeline.stream(name, body))
+    # The first outcome is awaited before answering, so a 404 or a 503 is still a plain problem response.
+    first = await anext(outcomes)
+
+    async def events() -> AsyncIterator[str]:
+        outcome = first
+        try:
+            while True:
+                if outcome is first or outcome.mode == "think":  # a degraded end repeats no results
+                    yield _event(outcome.mode, to_response(outcome).model_dump_json())
+                last = outcome
+                outcome = await anext(outcomes, None)
+                if outcome is None:
+                    break
+        finally:
+            await outcomes.aclose()
+        done = StreamDone(mode=last.mode, degraded=last.degraded, reason=last.reason)  # type: ignore[arg-type]
+        yield _event("done", done.model_dump_json())
+
+    return StreamingResponse(
+        events(), media_type=EVENT_STREAM, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+def _event(name: str, data: str) -> str:
+    return f"event: {name}\ndata: {data}\n\n"
+
+
+@router.post(
+    "/search/batch",
+    response_model=BatchSearchResponse,
+    dependencies=[require("search"), Depends(require_json)],
+)
+async def search_batch(
+    name: CollectionName, body: BatchSearchRequest, pipeline: PipelineDep, settings: SettingsDep
+) -> Response:
+    check_batch(body, settings)
+    if not await pipeline.store.exists(name):  # one check per batch: no worker or embedder time for a 404
+        raise CollectionNotFound(name)
+    outcomes = await pipeline.search_batch(name, body.searches)
+    return _json(BatchSearchResponse(responses=[to_response(o) for o in outcomes]))
+
+
+def _json(model: SearchResponse | BatchSearchResponse) -> Response:
+    # Serialised once here: returning the model would make FastAPI validate and serialise it a second time.
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/warm",
+    response_model=WarmResponse,
+    dependencies=[require("ingest"), Depends(require_json)],
+)
+async def warm(name: CollectionName, body: WarmRequest, pipeline: PipelineDep, settings: SettingsDep) -> WarmResponse:
+    """Think, embed and cache the queries ahead of traffic (the collection only scopes the route for now)."""
+    check_warm(body, settings)
+    if pipeline.thinker is None:
+        raise Problem(409, "No thought worker is configured (THINKER_URL): there is nothing to warm.")
+    if not await pipeline.store.exists(name):
+        raise CollectionNotFound(name)
+    summary = await pipeline.warm(body.queries, settings.warm_concurrency)
+    if summary.failed == summary.queries:
+        raise Problem(503, "The thought worker is unavailable.", headers={"Retry-After": str(RETRY_AFTER_S)})
+    return WarmResponse(**summary.__dict__)

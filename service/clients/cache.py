@@ -1,14 +1,19 @@
 """Thought cache: Redis when configured (shared by every replica), else an in-process TTL LRU.
 
+Two kinds of entry: the thoughts of a query (key: everything that shapes the thoughts), and the finished query
+vector with its thoughts (key: that plus what shapes the vector), so a repeated think search embeds nothing.
 A cache failure never fails a search: it is counted and the search goes on as a miss.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import redis.asyncio as redis
 from cachetools import TTLCache
 
@@ -17,12 +22,38 @@ from service import metrics
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CachedQuery:
+    """A think query ready to search: its thoughts and the fused query vector."""
+
+    thoughts: list[str]
+    vector: np.ndarray
+
+    def encode(self) -> str:
+        vector = np.ascontiguousarray(self.vector, dtype=np.float32)
+        return json.dumps({"thoughts": self.thoughts, "vector": base64.b64encode(vector.tobytes()).decode()})
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> CachedQuery | None:
+        try:
+            data = json.loads(raw)
+            vector = np.frombuffer(base64.b64decode(data["vector"]), dtype=np.float32)
+            thoughts = data["thoughts"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return cls(thoughts, vector) if isinstance(thoughts, list) else None
+
+
 class ThoughtCache(Protocol):
     name: str
 
     async def get(self, key: str) -> list[str] | None: ...
 
     async def set(self, key: str, thoughts: list[str]) -> None: ...
+
+    async def get_query(self, key: str) -> CachedQuery | None: ...
+
+    async def set_query(self, key: str, entry: CachedQuery) -> None: ...
 
     async def ping(self) -> None: ...
 
@@ -33,13 +64,21 @@ class MemoryThoughtCache:
     name = "memory"
 
     def __init__(self, size: int, ttl_s: int) -> None:
-        self._entries: TTLCache[str, list[str]] = TTLCache(maxsize=size, ttl=ttl_s)
+        self._entries: TTLCache[str, list[str] | CachedQuery] = TTLCache(maxsize=size, ttl=ttl_s)
 
     async def get(self, key: str) -> list[str] | None:
-        return self._entries.get(key)
+        entry = self._entries.get(key)
+        return entry if isinstance(entry, list) else None
 
     async def set(self, key: str, thoughts: list[str]) -> None:
         self._entries[key] = thoughts
+
+    async def get_query(self, key: str) -> CachedQuery | None:
+        entry = self._entries.get(key)
+        return entry if isinstance(entry, CachedQuery) else None
+
+    async def set_query(self, key: str, entry: CachedQuery) -> None:
+        self._entries[key] = entry
 
     async def ping(self) -> None:
         return None
@@ -59,24 +98,44 @@ class RedisThoughtCache:
         self._ttl_s = ttl_s
 
     async def get(self, key: str) -> list[str] | None:
-        try:
-            raw = await self._redis.get(key)
-        except (redis.RedisError, OSError) as exc:
-            metrics.THOUGHT_CACHE_ERRORS.labels("get").inc()
-            log.warning("thought cache get failed: %r", exc)
-            return None
+        raw = await self._get_raw(key)
         if raw is None:
             return None
         try:
             thoughts = json.loads(raw)
         except ValueError:
+            thoughts = None
+        if not isinstance(thoughts, list):
             metrics.THOUGHT_CACHE_ERRORS.labels("decode").inc()
             return None
-        return thoughts if isinstance(thoughts, list) else None
+        return thoughts
 
     async def set(self, key: str, thoughts: list[str]) -> None:
+        await self._set_raw(key, json.dumps(thoughts))
+
+    async def get_query(self, key: str) -> CachedQuery | None:
+        raw = await self._get_raw(key)
+        if raw is None:
+            return None
+        entry = CachedQuery.decode(raw)
+        if entry is None:
+            metrics.THOUGHT_CACHE_ERRORS.labels("decode").inc()
+        return entry
+
+    async def set_query(self, key: str, entry: CachedQuery) -> None:
+        await self._set_raw(key, entry.encode())
+
+    async def _get_raw(self, key: str) -> bytes | None:
         try:
-            await self._redis.set(key, json.dumps(thoughts), ex=self._ttl_s)
+            return await self._redis.get(key)
+        except (redis.RedisError, OSError) as exc:
+            metrics.THOUGHT_CACHE_ERRORS.labels("get").inc()
+            log.warning("thought cache get failed: %r", exc)
+            return None
+
+    async def _set_raw(self, key: str, value: str) -> None:
+        try:
+            await self._redis.set(key, value, ex=self._ttl_s)
         except (redis.RedisError, OSError) as exc:
             metrics.THOUGHT_CACHE_ERRORS.labels("set").inc()
             log.warning("thought cache set failed: %r", exc)

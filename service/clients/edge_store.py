@@ -148,12 +148,10 @@ class EdgeStore:
         *,
         hnsw_ef: int | None = None,
     ) -> list[Hit]:
-        return (await self.search_batch(name, [SearchQuery(vector, top_k, equal)], hnsw_ef=hnsw_ef))[0]
+        return (await self.search_batch(name, [SearchQuery(vector, top_k, equal, hnsw_ef)]))[0]
 
-    async def search_batch(
-        self, name: str, queries: list[SearchQuery], *, hnsw_ef: int | None = None
-    ) -> list[list[Hit]]:
-        return await self._call(self._search_batch, name, queries, hnsw_ef)
+    async def search_batch(self, name: str, queries: list[SearchQuery]) -> list[list[Hit]]:
+        return await self._call(self._search_batch, name, queries)
 
     async def ping(self) -> None:
         await self._call(self._ping)
@@ -300,10 +298,9 @@ class EdgeStore:
         self._apply(collection, qe.UpdateOperation.delete_points([pid]))
         return True
 
-    def _search_batch(self, name: str, queries: list[SearchQuery], hnsw_ef: int | None) -> list[list[Hit]]:
+    def _search_batch(self, name: str, queries: list[SearchQuery]) -> list[list[Hit]]:
         collection = self._get(name)
         dimension = int(collection.meta["dimension"])
-        params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         requests = []
         for q in queries:
             if q.vector.shape != (dimension,):
@@ -314,7 +311,7 @@ class EdgeStore:
                     query=qe.Query.Nearest(q.vector.astype(np.float32).tolist()),
                     filter=edge_filter(q.equal),
                     with_payload=True,
-                    params=params,
+                    params=qe.SearchParams(hnsw_ef=q.hnsw_ef) if q.hnsw_ef else None,
                 )
             )
         results = collection.shard.query_batch(qe.QueryBatchRequest(requests))

@@ -54,6 +54,16 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class SearchQuery:
+    """One query of a batched search."""
+
+    vector: np.ndarray
+    top_k: int
+    equal: dict[str, FilterValue] | None = None
+    hnsw_ef: int | None = None  # HNSW beam width for this query (None: the engine's default)
+
+
+@dataclass(frozen=True)
 class CollectionInfo:
     name: str
     count: int
@@ -61,13 +71,6 @@ class CollectionInfo:
     distance: str
     embedder: str
     profile: str
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    vector: np.ndarray
-    top_k: int
-    equal: dict[str, FilterValue] | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,24 @@ class VectorStore:
             )
         return [Hit(_document(p.payload), float(p.score)) for p in response.points]
 
+    async def search_batch(self, name: str, queries: list[SearchQuery]) -> list[list[Hit]]:
+        """Many searches in one Qdrant call; results in the order of `queries`."""
+        if not queries:
+            return []
+        requests = [
+            models.QueryRequest(
+                query=q.vector.tolist(),
+                limit=q.top_k,
+                filter=metadata_filter(q.equal),
+                params=models.SearchParams(hnsw_ef=q.hnsw_ef) if q.hnsw_ef else None,
+                with_payload=True,
+            )
+            for q in queries
+        ]
+        async with _translated_errors(name):
+            responses = await self._client.query_batch_points(name, requests=requests)
+        return [[Hit(_document(p.payload), float(p.score)) for p in r.points] for r in responses]
+
     async def ping(self) -> None:
         async with _translated_errors(None):
             await self._client.get_collections()
@@ -251,6 +272,7 @@ class Store(Protocol):
         *,
         hnsw_ef: int | None = None,
     ) -> list[Hit]: ...
+    async def search_batch(self, name: str, queries: list[SearchQuery]) -> list[list[Hit]]: ...
     async def ping(self) -> None: ...
     async def aclose(self) -> None: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -22,6 +23,10 @@ O1_EMB = "<emb>"
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def _digest(material: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 class ThinkProfile:
@@ -45,15 +50,29 @@ class ThinkProfile:
 
     def cache_key(self, query: str, model: str) -> str:
         """Everything that changes the thoughts: profile, model, prompt, sampling, normalised query."""
-        material = {
-            "profile": self.name,
-            "model": model,
-            "prompt": self.prompt,
-            "sampling": asdict(self.sampling),
-            "query": " ".join(query.split()),
+        return "thinksearch:thought:v1:" + _digest(self._thought_material(query, model))
+
+    def vector_key(self, query: str, model: str, embedder: str) -> str:
+        """Everything that changes the fused query vector: the thoughts' key material, the embedder, and the
+        document format (it shapes the query texts too, e.g. O1's `<emb>`)."""
+        material = {**self._thought_material(query, model), **self._vector_shape, "embedder": embedder}
+        return "thinksearch:query:v1:" + _digest(material)
+
+    def _thought_material(self, query: str, model: str) -> dict[str, object]:
+        return {**self._thought_shape, "model": model, "query": " ".join(query.split())}
+
+    # Fixed per profile: computed once, not per search.
+    @cached_property
+    def _thought_shape(self) -> dict[str, object]:
+        return {"profile": self.name, "prompt": self.prompt, "sampling": asdict(self.sampling)}
+
+    @cached_property
+    def _vector_shape(self) -> dict[str, object]:
+        return {
+            "document_format": self.document_text("{title}", "{text}"),
+            # The query texts' shape: separators, EOS and markers that are not in the prompt.
+            "query_format": self.query_texts("{query}", ["{thought}"]),
         }
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-        return f"thinksearch:thought:v1:{digest}"
 
     def document_text(self, title: str, text: str) -> str:
         # As MTEB/BEIR embed a document: title + " " + text.

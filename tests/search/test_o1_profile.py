@@ -78,12 +78,14 @@ def test_o1_search_end_to_end_matches_the_reference_fusion(gw, vllm, vllm_embed)
     for doc, score in zip(DOCS, expected, strict=True):
         assert got[doc["id"]] == pytest.approx(float(score), abs=1e-4)
 
-    # The repeat is a cache hit: no completion request, and only the embedding server is asked.
+    # The repeat is a cache hit on the fused vector: neither the worker nor the embedding server is asked.
     before_embed = vllm_embed.embedding_requests()
     again = gw.client.post(f"/v1/collections/{name}/search", json={"query": query, "include_thoughts": True}).json()
     assert again["thought_cache"] == "hit" and again["thoughts"] == body["thoughts"]
     assert vllm.completion_requests() - before == 1
-    assert vllm_embed.embedding_requests() - before_embed == 1
+    assert vllm_embed.embedding_requests() - before_embed == 0
+    assert [h["id"] for h in again["results"]] == [h["id"] for h in body["results"]]
+    assert [h["score"] for h in again["results"]] == pytest.approx([h["score"] for h in body["results"]], abs=1e-6)
 
 
 def test_o1_direct_mode_uses_the_empty_thought_format(gw, vllm_embed):

@@ -48,6 +48,7 @@ BREAKER_REJECTIONS = Counter(
 )
 REPLICA_COALESCED = Counter(
     "thinksearch_replica_coalesced_total", "Cold queries answered by another replica's worker request (Redis lease)."
+)
 
 # --- search speed (issue 6) ---
 QUERY_EMBED_CALLS = Counter(

@@ -89,34 +89,44 @@ def pipeline_tasks(gw: Gateway, loop: asyncio.AbstractEventLoop) -> list[str]:
     return asyncio.run_coroutine_threadsafe(names(), loop).result(10)
 
 
+def thinker_error_lines(gw: Gateway) -> list[str]:
+    return [x for x in gw.client.get("/metrics").text.splitlines() if x.startswith("thinksearch_thinker_errors_total")]
+
+
 def test_client_disconnect_mid_stream_leaves_no_task_running(speed_gw, vllm):
     gw = speed_gw
     pipeline = gw.app.state.services.pipeline
-    query = unique("a question nobody waits for")
-    # A fresh connection to the worker first: an idle one may have been closed by it during the previous test.
-    assert search(gw, unique("warm the worker connection"))["mode"] == "think"
-    vllm.pause()  # the think phase hangs on the worker
-    try:
-        body = {"query": query, "stream": True, "deadline_ms": 60_000}
-        url = f"/v1/collections/{gw.collection}/search"
-        with httpx.Client(base_url=gw.url, timeout=30) as client, client.stream("POST", url, json=body) as r:
-            first = read_events(r, stop_after="direct")
-            assert [name for name, _ in first] == ["direct"]
-            in_flight = list(pipeline.in_flight._futures.values())
-            if not in_flight:
-                lines = gw.client.get("/metrics").text.splitlines()
-                why = [x for x in lines if "thinker_errors" in x or "degraded_r" in x]
-                pytest.fail(f"the thinking ended before the client left: {first} {why}")
-            loop = in_flight[0].get_loop()
-            assert pipeline_tasks(gw, loop)  # the thinking runs while the client is connected
-        # The client is gone: the thinking is cancelled, nothing is left in flight.
-        for _ in range(100):
-            if not pipeline_tasks(gw, loop) and len(pipeline.in_flight) == 0:
-                break
-            time.sleep(0.1)
-        assert pipeline_tasks(gw, loop) == []
-        assert len(pipeline.in_flight) == 0
-    finally:
-        vllm.resume()
-    # Nothing filled the cache after the disconnect: the same query is thought about afresh.
-    assert search(gw, query)["thought_cache"] == "miss"
+    url = f"/v1/collections/{gw.collection}/search"
+    # The think phase must still be running when the client leaves. On the shared machine it has now and then ended
+    # first (the worker answered before the pause took hold): then the attempt says why and is made again, at most
+    # three times, with a fresh query; the property below is asserted on the attempt that got that far.
+    for attempt in range(3):
+        query = unique("a question nobody waits for")
+        # A fresh connection to the worker first: an idle one may have been closed by it during the previous test.
+        assert search(gw, unique("warm the worker connection"))["mode"] == "think"
+        errors_before = thinker_error_lines(gw)
+        vllm.pause()  # the think phase hangs on the worker
+        try:
+            body = {"query": query, "stream": True, "deadline_ms": 60_000}
+            with httpx.Client(base_url=gw.url, timeout=30) as client, client.stream("POST", url, json=body) as r:
+                first = read_events(r, stop_after="direct")
+                assert [name for name, _ in first] == ["direct"]
+                in_flight = list(pipeline.in_flight._futures.values())
+                if not in_flight:
+                    print(f"attempt {attempt}: thinking ended first; {errors_before} -> {thinker_error_lines(gw)}")
+                    continue
+                loop = in_flight[0].get_loop()
+                assert pipeline_tasks(gw, loop)  # the thinking runs while the client is connected
+            # The client is gone: the thinking is cancelled, nothing is left in flight.
+            for _ in range(100):
+                if not pipeline_tasks(gw, loop) and len(pipeline.in_flight) == 0:
+                    break
+                time.sleep(0.1)
+            assert pipeline_tasks(gw, loop) == []
+            assert len(pipeline.in_flight) == 0
+        finally:
+            vllm.resume()
+        # Nothing filled the cache after the disconnect: the same query is thought about afresh.
+        assert search(gw, query)["thought_cache"] == "miss"
+        return
+    pytest.fail("in three attempts the thinking never outlived the direct phase (see the printed metrics)")

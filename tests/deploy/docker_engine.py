@@ -22,13 +22,16 @@ class EngineUnavailable(RuntimeError):
     """No engine runs and none can be started here (the image test skips with this message)."""
 
 
-def docker(*args: str, check: bool = True, timeout: float = 60.0, env: dict[str, str] | None = None) -> str:
+def docker(
+    *args: str, check: bool = True, timeout: float = 60.0, env: dict[str, str] | None = None, stderr: bool = False
+) -> str:
+    """Run the docker CLI; its stdout (plus stderr with stderr=True, e.g. for `docker logs`)."""
     proc = subprocess.run(
         ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
     )
     if check and proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stdout.strip()
+    return (proc.stdout + proc.stderr if stderr else proc.stdout).strip()
 
 
 def engine_up() -> bool:

@@ -22,6 +22,7 @@ CHART = REPO_ROOT / "helm" / "thinksearch"
 DASHBOARDS = REPO_ROOT / "deploy" / "grafana" / "dashboards"
 PRODUCTION_VALUES = Path(__file__).parent / "values" / "production.yaml"
 KUBE_VERSION = "1.30.0"
+helm_python.disable_logging()  # its INFO line on every load (the dashboards symlink) is noise here
 # Custom resources have no schema in kubernetes-validate; checked structurally below.
 CRD_KINDS = {"ServiceMonitor"}
 EXTERNAL = {

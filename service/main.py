@@ -20,6 +20,7 @@ from service.catalog import Catalog
 from service.clients.breakers import Breakers
 from service.clients.cache import ThoughtCache, make_thought_cache
 from service.clients.embedder import Embedder, EmbedderError, make_embedder
+from service.clients.leases import Leases, make_leases
 from service.clients.ratelimit import RateLimiter
 from service.clients.thinker import ThinkerClient, ThinkerError
 from service.clients.vectorstore import (
@@ -30,6 +31,7 @@ from service.clients.vectorstore import (
     VectorMismatch,
     open_store,
 )
+from service.search.coalescing import AcrossReplicas
 from service.search.pipeline import SearchPipeline
 from service.search.profiles import make_profile
 from service.settings import Settings, get_settings
@@ -47,6 +49,7 @@ class Services:
     catalog: Catalog
     pipeline: SearchPipeline
     limiter: RateLimiter
+    leases: Leases
     breakers: Breakers
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
@@ -77,7 +80,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()
-        for client in (self.thinker, self.cache, self.limiter, self.embedder, self.store):
+        for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -109,6 +112,8 @@ async def open_services(settings: Settings) -> Services:
         size=settings.thought_cache_size,
         timeout_s=settings.redis_timeout_s,
     )
+    leases = make_leases(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    replicas = AcrossReplicas(leases, lease_ms=settings.coalesce_lease_ms)
     thinker = None
     if settings.thinker_url:
         thinker = ThinkerClient(
@@ -130,7 +135,8 @@ async def open_services(settings: Settings) -> Services:
         cache=cache,
         thinker=thinker,
         catalog=Catalog(store, embedder, profile),
-        pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store),
+        pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store, replicas),
+        leases=leases,
         limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
         breakers=breakers,
     )

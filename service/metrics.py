@@ -46,6 +46,11 @@ BREAKER_REJECTIONS = Counter(
     "Calls not made because the dependency's breaker was open.",
     ["dependency"],
 )
+THINKER_IN_FLIGHT = Gauge("thinksearch_thinker_in_flight", "Worker requests in flight from this replica.")
+BACKGROUND_DROPPED = Counter(
+    "thinksearch_background_generations_dropped_total",
+    "Generations past their search's deadline cancelled because THINK_MAX_BACKGROUND were already running.",
+)
 REPLICA_COALESCED = Counter(
     "thinksearch_replica_coalesced_total", "Cold queries answered by another replica's worker request (Redis lease)."
 )

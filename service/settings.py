@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     # take the replica out); then no new connections, and in-flight requests get SHUTDOWN_GRACE_S to finish.
     shutdown_drain_s: float = Field(default=5.0, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Across replicas (with REDIS_URL): a lease per cold query's thought key, renewed while the worker answers, so a
+    # dead holder's lease lapses within this time and a waiting replica takes the work over.
+    coalesce_lease_ms: int = Field(default=3000, ge=100)
+    # Per replica: at most this many worker requests in flight; past it a search answers direct (degraded, reason
+    # thinker_overloaded) instead of queueing. Generations that outlive their search's deadline go on in the
+    # background to fill the cache, at most THINK_MAX_BACKGROUND at once; past it they are cancelled (counted).
+    think_max_in_flight: int = Field(default=64, ge=1)
+    think_max_background: int = Field(default=64, ge=0)
     # Circuit breakers: after this many consecutive failures a dependency is not called for BREAKER_RESET_S, then
     # probed again by the next call.
     breaker_threshold: int = Field(default=5, ge=1)

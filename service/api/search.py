@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from service.api.auth import require, require_json
 from service.api.deps import CollectionName, PipelineDep, SettingsDep
 from service.api.limits import check_batch, check_search, check_warm
+from service.api.middleware import annotate_request
 from service.api.problems import RETRY_AFTER_S, Problem
 from service.api.protocol import (
     BatchSearchRequest,
@@ -58,9 +59,24 @@ async def search(
     name: CollectionName, body: SearchRequest, request: Request, pipeline: PipelineDep, settings: SettingsDep
 ):
     check_search(body, settings)
+    if settings.log_queries:
+        annotate_request(query=body.query)
     if body.stream or EVENT_STREAM in request.headers.get("accept", ""):
+        annotate_request(stream=True)
         return await _stream(name, body, pipeline)
-    return _json(to_response(await pipeline.search(name, body)))
+    outcome = await pipeline.search(name, body)
+    _annotate(outcome)
+    return _json(to_response(outcome))
+
+
+def _annotate(outcome: SearchOutcome) -> None:
+    """The search's part of its access-log line."""
+    annotate_request(
+        mode=outcome.mode,
+        thought_cache=outcome.thought_cache,
+        degraded_reason=outcome.reason,
+        timings_ms=outcome.timings_ms,
+    )
 
 
 async def _stream(name: str, body: SearchRequest, pipeline: SearchPipeline) -> StreamingResponse:
@@ -80,6 +96,7 @@ async def _stream(name: str, body: SearchRequest, pipeline: SearchPipeline) -> S
                     break
         finally:
             await outcomes.aclose()
+        _annotate(last)
         done = StreamDone(mode=last.mode, degraded=last.degraded, reason=last.reason)  # type: ignore[arg-type]
         yield _event("done", done.model_dump_json())
 

@@ -23,7 +23,7 @@ from service.clients.cache import CachedQuery, ThoughtCache
 from service.clients.embedder import Embedder
 from service.clients.thinker import ThinkerClient, ThinkerError
 from service.clients.vectorstore import CollectionNotFound, Hit, SearchQuery, Store
-from service.search.coalescing import InFlight
+from service.search.coalescing import AcrossReplicas, InFlight
 from service.search.profiles import ThinkProfile
 from service.settings import Settings
 
@@ -94,6 +94,7 @@ class _Thinking:
     entry: CachedQuery | None = None
     thoughts: list[str] | None = None
     cached: bool = False
+    reason: str | None = None  # why there are neither (thinker_error, thinker_overloaded)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class SearchPipeline:
         cache: ThoughtCache,
         embedder: Embedder,
         store: Store,
+        replicas: AcrossReplicas,
     ) -> None:
         self.settings = settings
         self.profile = profile
@@ -123,6 +125,8 @@ class SearchPipeline:
         size = settings.query_vector_cache_size
         self._text_vectors: LRUCache[str, np.ndarray] | None = LRUCache(maxsize=size) if size else None
         self._background: set[asyncio.Task] = set()
+        self.replicas = replicas
+        self._generating = 0  # worker requests in flight from this replica (bounded: THINK_MAX_IN_FLIGHT)
 
     # --- entry points ---
 
@@ -300,7 +304,12 @@ class SearchPipeline:
             found = await asyncio.wait_for(asyncio.shield(task), min(q.deadline_s for q in group))
         except TimeoutError:
             del owned.tasks[key]
-            self._finish_later(key, query, task)
+            if len(self._background) < self.settings.think_max_background:
+                self._finish_later(key, query, task)
+            else:
+                # Bounded: under a flood of slow generations, new ones stop here instead of piling up.
+                metrics.BACKGROUND_DROPPED.inc()
+                self.in_flight.drop(key)
             _degrade(group, "deadline")
             return
         if found.entry is not None:
@@ -309,7 +318,7 @@ class SearchPipeline:
                 q.entry, q.state = found.entry, "hit"
         elif found.thoughts is None:
             self.in_flight.resolve(key, None)
-            _degrade(group, "thinker_error")
+            _degrade(group, found.reason or "thinker_error")
         else:
             for q in group:
                 q.thoughts = found.thoughts
@@ -337,16 +346,35 @@ class SearchPipeline:
         cached = await self.cache.get(thought_key)
         if cached is not None:
             return _Thinking(thoughts=cached, cached=True)
-        return _Thinking(thoughts=await self._generate(thought_key, query))
+        if self._generating >= self.settings.think_max_in_flight:
+            # Bounded thinking: answer direct now rather than queue behind a swamped worker.
+            return _Thinking(reason="thinker_overloaded")
+
+        async def work() -> _Thinking:
+            thoughts = await self._generate(thought_key, query)
+            return _Thinking(thoughts=thoughts, reason=None if thoughts is not None else "thinker_error")
+
+        async def done_elsewhere() -> _Thinking | None:
+            entry = await self.cache.get_query(key)
+            return _Thinking(entry=entry) if entry is not None else None
+
+        # Across replicas: the one holding the thought key's lease asks the worker; the others wait for its result.
+        found, _ = await self.replicas.once(thought_key, work, done_elsewhere)
+        return found or _Thinking(reason="thinker_error")
 
     async def _generate(self, thought_key: str, query: str) -> list[str] | None:
         assert self.thinker is not None
+        self._generating += 1
+        metrics.THINKER_IN_FLIGHT.set(self._generating)
         try:
             generation = await self.thinker.generate(self.profile.thought_request(query))
         except ThinkerError as exc:
             metrics.THINKER_ERRORS.labels(exc.kind).inc()
             log.warning("thought worker failed: %s", exc)
             return None
+        finally:
+            self._generating -= 1
+            metrics.THINKER_IN_FLIGHT.set(self._generating)
         metrics.THOUGHT_TOKENS.inc(generation.completion_tokens)
         await self.cache.set(thought_key, generation.thoughts)
         return generation.thoughts

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.support.servers import REPO_ROOT, free_port, wait_http
+from tests.support.gateway import spawn_gateway
+from tests.support.servers import free_port
 
 KEY = "lifecycle-secret-key-0001"
 QUERY = "which celestial body pulls the oceans"
@@ -23,28 +22,7 @@ DOCS = [{"id": f"d{i}", "text": f"Document {i} about tides, moons and oceans."} 
 
 
 def start_gateway(port: int, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "QDRANT_PATH": ":memory:",
-        "API_KEYS": json.dumps({KEY: ["admin"]}),
-        "LOG_FORMAT": "json",
-        **env,
-    }
-    for name in ("REDIS_URL", "THINKER_URL", "QDRANT_URL", "EMBEDDER_URL"):
-        environment.pop(name, None)
-    with log_path.open("wb") as log:
-        # Same session as the tests (process_group only): see tests/support/servers.py.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-        )
-    wait_http(f"http://127.0.0.1:{port}/healthz", 180, proc=proc)
-    return proc
+    return spawn_gateway(port, {"API_KEYS": json.dumps({KEY: ["admin"]}), "LOG_FORMAT": "json", **env}, log_path)
 
 
 def test_sigterm_drains_a_burst_and_logs_json():
@@ -98,4 +76,5 @@ def test_sigterm_drains_a_burst_and_logs_json():
     sample = access[0]
     assert sample["status"] == 200 and sample["method"] == "POST" and sample["latency_ms"] > 0
     assert sample["request_id"] != "-" and sample["key_id"].startswith("key:")
+    assert sample["mode"] == "direct" and sample["degraded_reason"] is None and "embed" in sample["timings_ms"]
     assert any("SIGTERM" in r["message"] for r in records)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
 
 from service.main import create_app
 from service.settings import Settings
-from tests.support.servers import free_port
+from tests.support.servers import REPO_ROOT, free_port, wait_http
 
 
 class Gateway:
@@ -43,3 +47,32 @@ class Gateway:
         self.client.close()
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def spawn_gateway(port: int, env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """`thinksearch serve` as its own process on `port` (this checkout's code), started and healthy.
+
+    `env` adds to (and overrides) this process' environment; the store and dependency variables not given are
+    cleared, so a stray REDIS_URL or THINKER_URL cannot leak in. Same session as the caller (process group only):
+    see tests/support/servers.py on CPU autogroups.
+    """
+    clean = {k: v for k, v in os.environ.items() if k not in _DEPENDENCY_VARIABLES}
+    environment = {**clean, "PYTHONPATH": str(REPO_ROOT), "QDRANT_PATH": ":memory:", **env}
+    out = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+    finally:
+        if log_path is not None:
+            out.close()  # type: ignore[union-attr]
+    wait_http(f"http://127.0.0.1:{port}/healthz", 180, proc=proc)
+    return proc
+
+
+_DEPENDENCY_VARIABLES = ("REDIS_URL", "THINKER_URL", "QDRANT_URL", "EMBEDDER_URL", "API_KEYS", "RATE_LIMITS")

@@ -95,6 +95,7 @@ async def open_services(settings: Settings) -> Services:
         timeout_s=settings.qdrant_timeout_s,
         embedded=settings.qdrant_embedded,
         edge_index_threshold=settings.qdrant_edge_index_threshold,
+        breakers=breakers,
     )
     # Loading a local model blocks for seconds: keep it off the event loop.
     embedder = await asyncio.to_thread(
@@ -111,6 +112,7 @@ async def open_services(settings: Settings) -> Services:
         ttl_s=settings.thought_cache_ttl_s,
         size=settings.thought_cache_size,
         timeout_s=settings.redis_timeout_s,
+        breakers=breakers,
     )
     leases = make_leases(settings.redis_url, timeout_s=settings.redis_timeout_s)
     replicas = AcrossReplicas(leases, lease_ms=settings.coalesce_lease_ms)

@@ -8,6 +8,7 @@ A cache failure never fails a search: it is counted and the search goes on as a 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import redis.asyncio as redis
 from cachetools import TTLCache
 
 from service import metrics
+from service.clients.breakers import Breakers, CircuitOpen
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +92,19 @@ class MemoryThoughtCache:
 class RedisThoughtCache:
     name = "redis"
 
-    def __init__(self, url: str, ttl_s: int, timeout_s: float) -> None:
+    def __init__(self, url: str, ttl_s: int, timeout_s: float, breakers: Breakers | None = None) -> None:
         # Short timeouts: a slow or dead Redis must cost a search milliseconds, not seconds.
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
         )
         self._ttl_s = ttl_s
+        self._breakers = breakers
+
+    def _breaker(self) -> contextlib.AbstractAsyncContextManager[None]:
+        # Once Redis has failed repeatedly it is not asked for a while: a dead Redis costs nothing, not a timeout.
+        if self._breakers is None:
+            return contextlib.nullcontext()
+        return self._breakers.guard("redis", failures=(redis.RedisError, OSError))
 
     async def get(self, key: str) -> list[str] | None:
         raw = await self._get_raw(key)
@@ -127,7 +136,11 @@ class RedisThoughtCache:
 
     async def _get_raw(self, key: str) -> bytes | None:
         try:
-            return await self._redis.get(key)
+            async with self._breaker():
+                return await self._redis.get(key)
+        except CircuitOpen:
+            metrics.THOUGHT_CACHE_ERRORS.labels("circuit_open").inc()
+            return None
         except (redis.RedisError, OSError) as exc:
             metrics.THOUGHT_CACHE_ERRORS.labels("get").inc()
             log.warning("thought cache get failed: %r", exc)
@@ -135,19 +148,25 @@ class RedisThoughtCache:
 
     async def _set_raw(self, key: str, value: str) -> None:
         try:
-            await self._redis.set(key, value, ex=self._ttl_s)
+            async with self._breaker():
+                await self._redis.set(key, value, ex=self._ttl_s)
+        except CircuitOpen:
+            metrics.THOUGHT_CACHE_ERRORS.labels("circuit_open").inc()
         except (redis.RedisError, OSError) as exc:
             metrics.THOUGHT_CACHE_ERRORS.labels("set").inc()
             log.warning("thought cache set failed: %r", exc)
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        async with self._breaker():  # a readiness probe is also the half-open probe
+            await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()
 
 
-def make_thought_cache(url: str | None, *, ttl_s: int, size: int, timeout_s: float) -> ThoughtCache:
+def make_thought_cache(
+    url: str | None, *, ttl_s: int, size: int, timeout_s: float, breakers: Breakers | None = None
+) -> ThoughtCache:
     if url:
-        return RedisThoughtCache(url, ttl_s, timeout_s)
+        return RedisThoughtCache(url, ttl_s, timeout_s, breakers)
     return MemoryThoughtCache(size, ttl_s)

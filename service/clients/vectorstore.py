@@ -17,6 +17,8 @@ import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from service.clients.breakers import Breakers, CircuitOpen
+
 _POINT_NAMESPACE = uuid.UUID("6f1f2b9e-3c55-4d8a-9a43-2f6c1d0e8b71")
 
 MetadataValue = str | int | float | bool
@@ -114,13 +116,30 @@ def metadata_filter(equal: dict[str, FilterValue] | None) -> models.Filter | Non
 
 
 class VectorStore:
-    def __init__(self, client: AsyncQdrantClient) -> None:
+    def __init__(self, client: AsyncQdrantClient, breakers: Breakers | None = None) -> None:
         self._client = client
+        self._breakers = breakers
+
+    @asynccontextmanager
+    async def _errors(self, name: str | None) -> AsyncIterator[None]:
+        """The store's own errors; on a server, behind a circuit breaker: once Qdrant has failed repeatedly, calls
+        fail at once (503) for a while instead of each waiting for a timeout."""
+        if self._breakers is None:
+            async with _translated_errors(name):
+                yield
+            return
+        try:
+            async with self._breakers.guard("vector_store", failures=(StoreUnavailable,)), _translated_errors(name):
+                yield
+        except CircuitOpen as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     @classmethod
-    def connect(cls, *, url: str | None, api_key: str | None, path: str, timeout_s: float) -> VectorStore:
+    def connect(
+        cls, *, url: str | None, api_key: str | None, path: str, timeout_s: float, breakers: Breakers | None = None
+    ) -> VectorStore:
         if url:
-            return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=int(timeout_s)))
+            return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=int(timeout_s)), breakers)
         if path == ":memory:":
             return cls(AsyncQdrantClient(location=":memory:"))
         return cls(AsyncQdrantClient(path=path))
@@ -128,7 +147,7 @@ class VectorStore:
     async def create(
         self, name: str, dimension: int, *, embedder: str, profile: str, hnsw: HnswParams | None = None
     ) -> None:
-        async with _translated_errors(name):
+        async with self._errors(name):
             if await self._client.collection_exists(name):
                 raise CollectionExists(name)
             await self._client.create_collection(
@@ -139,16 +158,16 @@ class VectorStore:
             )
 
     async def exists(self, name: str) -> bool:
-        async with _translated_errors(name):
+        async with self._errors(name):
             return await self._client.collection_exists(name)
 
     async def names(self) -> list[str]:
-        async with _translated_errors(None):
+        async with self._errors(None):
             response = await self._client.get_collections()
         return sorted(c.name for c in response.collections)
 
     async def info(self, name: str) -> CollectionInfo:
-        async with _translated_errors(name):
+        async with self._errors(name):
             info = await self._client.get_collection(name)
             count = await self.count(name)
         params = info.config.params.vectors
@@ -164,11 +183,11 @@ class VectorStore:
         )
 
     async def count(self, name: str) -> int:
-        async with _translated_errors(name):
+        async with self._errors(name):
             return (await self._client.count(name, exact=True)).count
 
     async def drop(self, name: str) -> None:
-        async with _translated_errors(name):
+        async with self._errors(name):
             if not await self._client.collection_exists(name):
                 raise CollectionNotFound(name)
             await self._client.delete_collection(name)
@@ -182,17 +201,17 @@ class VectorStore:
             )
             for d, v in zip(documents, vectors, strict=True)
         ]
-        async with _translated_errors(name):
+        async with self._errors(name):
             # wait=True: a 200 means stored and searchable.
             await self._client.upsert(name, points=points, wait=True)
 
     async def get(self, name: str, document_id: str) -> StoredDocument | None:
-        async with _translated_errors(name):
+        async with self._errors(name):
             points = await self._client.retrieve(name, ids=[point_id(document_id)], with_payload=True)
         return _document(points[0].payload) if points else None
 
     async def delete(self, name: str, document_id: str) -> bool:
-        async with _translated_errors(name):
+        async with self._errors(name):
             found = await self._client.retrieve(name, ids=[point_id(document_id)], with_payload=False)
             if found:
                 await self._client.delete(
@@ -209,7 +228,7 @@ class VectorStore:
         *,
         hnsw_ef: int | None = None,
     ) -> list[Hit]:
-        async with _translated_errors(name):
+        async with self._errors(name):
             response = await self._client.query_points(
                 name,
                 query=vector.tolist(),
@@ -234,12 +253,12 @@ class VectorStore:
             )
             for q in queries
         ]
-        async with _translated_errors(name):
+        async with self._errors(name):
             responses = await self._client.query_batch_points(name, requests=requests)
         return [[Hit(_document(p.payload), float(p.score)) for p in r.points] for r in responses]
 
     async def ping(self) -> None:
-        async with _translated_errors(None):
+        async with self._errors(None):
             await self._client.get_collections()
 
     async def aclose(self) -> None:
@@ -288,11 +307,12 @@ def open_store(
     timeout_s: float,
     embedded: EmbeddedBackend = "edge",
     edge_index_threshold: int = 20_000,
+    breakers: Breakers | None = None,
 ) -> Store:
     """A server when `url` is set; else the embedded backend in `path`. `:memory:` is always qdrant-client's
     in-memory mode: Edge keeps its shards on disk and has no in-memory mode."""
     if url or path == ":memory:" or embedded == "local":
-        return VectorStore.connect(url=url, api_key=api_key, path=path, timeout_s=timeout_s)
+        return VectorStore.connect(url=url, api_key=api_key, path=path, timeout_s=timeout_s, breakers=breakers)
     from service.clients.edge_store import EdgeStore  # imports this module: imported here, not at the top
 
     return EdgeStore(path, index_threshold=edge_index_threshold)

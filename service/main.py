@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.api import collections, documents, health, search
+from service.api import bulk, collections, documents, health, jobs, search
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
 from service.catalog import Catalog
@@ -26,6 +26,8 @@ from service.clients.vectorstore import (
     VectorMismatch,
     VectorStore,
 )
+from service.ingest.broker import JobNotFound, QueueFull, QueueUnavailable
+from service.ingest.service import Ingestion, make_broker, make_worker
 from service.search.pipeline import SearchPipeline
 from service.search.profiles import make_profile
 from service.settings import Settings, get_settings
@@ -42,6 +44,7 @@ class Services:
     thinker: ThinkerClient | None
     catalog: Catalog
     pipeline: SearchPipeline
+    ingestion: Ingestion | None = None  # bulk ingestion (issue 5)
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
         """Readiness checks by dependency name (see /readyz)."""
@@ -59,6 +62,14 @@ class Services:
             return self.cache.name
 
         checks = {"vector_store": store, "embedder": embedder, "thought_cache": cache}
+        if self.ingestion is not None:
+            broker = self.ingestion.broker
+
+            async def ingest_queue() -> str:
+                await broker.ping()
+                return broker.name + ("" if broker.durable else " (in-process, not durable)")
+
+            checks["ingest_queue"] = ingest_queue
         if self.thinker is not None:
             thinker = self.thinker
 
@@ -70,6 +81,9 @@ class Services:
         return checks
 
     async def aclose(self) -> None:
+        if self.ingestion is not None:
+            with contextlib.suppress(Exception):
+                await self.ingestion.aclose()
         await self.pipeline.aclose()
         for client in (self.thinker, self.cache, self.embedder, self.store):
             if client is not None:
@@ -112,6 +126,9 @@ async def open_services(settings: Settings) -> Services:
         with contextlib.suppress(ThinkerError, TimeoutError):
             await asyncio.wait_for(thinker.model(), 2.0)
     profile = make_profile(settings)
+    # Bulk ingestion: the gateway's own worker unless separate `thinksearch worker` processes do the work.
+    broker = make_broker(settings)
+    worker = make_worker(settings, broker, store, embedder, profile) if settings.ingest_worker else None
     return Services(
         settings=settings,
         store=store,
@@ -120,6 +137,7 @@ async def open_services(settings: Settings) -> Services:
         thinker=thinker,
         catalog=Catalog(store, embedder, profile),
         pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store),
+        ingestion=Ingestion(settings, broker, store, worker),
     )
 
 
@@ -152,6 +170,8 @@ def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Excepti
         VectorMismatch: handler(409, lambda e: f"The collection was built with another embedder: {e}"),
         StoreUnavailable: handler(503, lambda e: f"The vector store is unavailable: {e}", retry=True),
         EmbedderError: handler(503, lambda e: f"The embedder is unavailable: {e}", retry=True),
+        JobNotFound: handler(404, lambda e: f"Job '{str(e)[:80]}' does not exist (or has expired)."),
+        QueueUnavailable: handler(503, lambda e: f"The ingestion queue is unavailable: {e}", retry=True),
     }
 
 
@@ -162,6 +182,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services(settings)
         app.state.services = services
+        if services.ingestion is not None:
+            services.ingestion.start()
         _log_startup(settings, services)
         try:
             yield
@@ -173,9 +195,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for exc_type, handle in _domain_error_handlers().items():
         app.add_exception_handler(exc_type, handle)
+
+    async def queue_full(_: Request, __: Exception) -> JSONResponse:
+        detail = f"The ingestion queue holds {settings.ingest_queue_max} documents or more; try again later."
+        return problem_response(429, detail, headers={"Retry-After": str(settings.ingest_retry_after_s)})
+
+    app.add_exception_handler(QueueFull, queue_full)
     # Added last = outermost: even a 413 carries X-Request-ID.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=bulk.BULK_PATH)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, collections, documents, search):
+    for module in (health, collections, documents, bulk, jobs, search):
         app.include_router(module.router)
     return app

@@ -91,15 +91,18 @@ class Services:
                     await client.aclose()
 
 
-async def open_services(settings: Settings) -> Services:
-    store = VectorStore.connect(
+def open_store(settings: Settings) -> VectorStore:
+    return VectorStore.connect(
         url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
         path=settings.qdrant_path,
         timeout_s=settings.qdrant_timeout_s,
     )
+
+
+async def open_embedder(settings: Settings) -> Embedder:
     # Loading a local model blocks for seconds: keep it off the event loop.
-    embedder = await asyncio.to_thread(
+    return await asyncio.to_thread(
         make_embedder,
         settings.embedder_url,
         model=settings.embedder_model,
@@ -107,6 +110,11 @@ async def open_services(settings: Settings) -> Services:
         timeout_s=settings.embedder_timeout_s,
         batch_size=settings.embedder_batch_size,
     )
+
+
+async def open_services(settings: Settings) -> Services:
+    store = open_store(settings)
+    embedder = await open_embedder(settings)
     cache = make_thought_cache(
         settings.redis_url,
         ttl_s=settings.thought_cache_ttl_s,

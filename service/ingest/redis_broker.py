@@ -226,9 +226,7 @@ class RedisBroker:
                     GROUP, consumer, {STREAM: ">"}, count=count, block=max(1, int(block_s * 1000))
                 )
                 raw = reply[0][1] if reply else []
-            entries = [
-                Entry(entry_id, f["job"], f["collection"], int(f["line"]), f["doc"]) for entry_id, f in raw if f
-            ]
+            entries = [Entry(entry_id, f["job"], f["collection"], int(f["line"]), f["doc"]) for entry_id, f in raw if f]
             await self._mark_running({e.job_id for e in entries})
         return entries
 

@@ -78,8 +78,13 @@ class IngestWorker:
             for i in range(self.embed_concurrency)
         ]
         self._tasks.append(asyncio.create_task(self._write(to_write), name="ingest-write"))
-        log.info("ingest worker %s started (batch %d, %d embed batches in flight, queue %s)",
-                 self.consumer, self.batch_size, self.embed_concurrency, self.broker.name)
+        log.info(
+            "ingest worker %s started (batch %d, %d embed batches in flight, queue %s)",
+            self.consumer,
+            self.batch_size,
+            self.embed_concurrency,
+            self.broker.name,
+        )
 
     async def stop(self) -> None:
         """Stops reading; in-flight entries stay pending and are claimed again later (never lost)."""

@@ -68,6 +68,7 @@ class IngestWorker:
         self.consumer = consumer_name()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._write_in_flight: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         to_embed: asyncio.Queue[list[Entry]] = asyncio.Queue(maxsize=self.embed_concurrency)
@@ -89,6 +90,11 @@ class IngestWorker:
     async def stop(self) -> None:
         """Stops reading; in-flight entries stay pending and are claimed again later (never lost)."""
         self._stopping.set()
+        for task in self._tasks[:-1]:  # reader and embedders
+            task.cancel()
+        # A store write already started is let finish (bounded): its thread could not be stopped anyway.
+        if self._write_in_flight is not None and not self._write_in_flight.done():
+            await asyncio.wait([self._write_in_flight], timeout=30)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -152,7 +158,10 @@ class IngestWorker:
                 if not any(e.collection == collection for e in entries):
                     continue
                 try:
-                    await self._retrying(self.store.write_batch, collection, docs, batch.vectors[collection])
+                    self._write_in_flight = asyncio.ensure_future(
+                        self._retrying(self.store.write_batch, collection, docs, batch.vectors[collection])
+                    )
+                    await asyncio.shield(self._write_in_flight)
                 except (CollectionNotFound, VectorMismatch) as exc:
                     # Nothing a retry can fix: the job fails, its remaining entries are dropped.
                     reason = "collection was deleted" if isinstance(exc, CollectionNotFound) else str(exc)

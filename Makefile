@@ -33,6 +33,7 @@ test: env vllm-env
 
 bench: env vllm-env
 	$(VENV)/bin/python -m loadtests.bench
+	$(VENV)/bin/python -m loadtests.ingest_bench
 
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env

@@ -35,7 +35,7 @@ def _wait_queue_empty(redis_url: str, timeout: float = 300.0) -> None:
 
 
 def test_a_few_thousand_scifact_documents_complete_exactly_and_are_searchable(redis_url: str):
-    docs = scifact(2000)
+    docs = scifact(2000, text_chars=200)
     with Gateway(_settings(redis_url)) as gw:
         gw.client.post("/v1/collections", json={"name": "scifact"})
         job = wait_job(gw.client, _submit(gw, "scifact", docs))
@@ -51,7 +51,7 @@ def test_a_few_thousand_scifact_documents_complete_exactly_and_are_searchable(re
 
 
 def test_the_job_survives_a_gateway_restart_between_submit_and_completion(redis_url: str, tmp_path: Path):
-    docs = scifact(400, offset=2000)
+    docs = scifact(400, offset=2000, text_chars=200)
     settings = _settings(redis_url, qdrant_path=str(tmp_path / "store"), ingest_batch_size=32)
     with Gateway(settings) as gw:
         gw.client.post("/v1/collections", json={"name": "restart"})
@@ -98,7 +98,7 @@ def test_cancel_drops_queued_work_and_writes_nothing_more(redis_url: str, tmp_pa
         assert gw.client.get("/v1/collections/cancel").json()["count"] == 0
 
         # Cancelled while running: what was written stays, nothing is written after the queue drained.
-        running = _submit(gw, "cancel", scifact(600, offset=300))
+        running = _submit(gw, "cancel", scifact(600, offset=300, text_chars=200))
         wait_job(gw.client, running, until=lambda j: j["processed"] > 0)
         assert gw.client.delete(f"/v1/jobs/{running}").json()["status"] == "cancelled"
         _wait_queue_empty(redis_url)

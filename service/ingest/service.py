@@ -44,7 +44,8 @@ def make_worker(
 ) -> IngestWorker:
     # The in-process model has one owner thread: one batch at a time, the next one queued behind it. A remote
     # embedder serves several requests at once, so there several batches are in flight.
-    default = 4 if isinstance(embedder, RemoteEmbedder) else 1
+    remote = isinstance(embedder, RemoteEmbedder)
+    default = 4 if remote else 1
     return IngestWorker(
         broker,
         store,
@@ -52,6 +53,8 @@ def make_worker(
         profile,
         batch_size=settings.ingest_batch_size,
         embed_concurrency=settings.ingest_embed_concurrency or default,
+        # In-process: one forward batch per call, so queries overtake ingestion within one small batch.
+        embed_slice=settings.ingest_batch_size if remote else settings.embedder_batch_size,
     )
 
 

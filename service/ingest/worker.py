@@ -58,6 +58,7 @@ class IngestWorker:
         *,
         batch_size: int,
         embed_concurrency: int,
+        embed_slice: int,
     ) -> None:
         self.broker = broker
         self.store = store
@@ -65,6 +66,7 @@ class IngestWorker:
         self.profile = profile
         self.batch_size = batch_size
         self.embed_concurrency = embed_concurrency
+        self.embed_slice = embed_slice
         self.consumer = consumer_name()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -143,10 +145,18 @@ class IngestWorker:
             vectors = {}
             for collection, docs in documents.items():
                 texts = [self.profile.document_text(d.title, d.text) for d in docs]
-                vectors[collection] = await self._retrying(self.embedder.embed, texts, documents=True)
+                vectors[collection] = await self._embed_texts(texts)
             metrics.INGEST_STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
             metrics.INGEST_BATCH_SIZE.observe(len(entries))
             await out.put(_Embedded(entries, documents, vectors))
+
+    async def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """One slice at a time: the in-process model then never holds more than a slice of documents in one
+        encode call, so a search waits behind at most that much work."""
+        parts = []
+        for i in range(0, len(texts), self.embed_slice):
+            parts.append(await self._retrying(self.embedder.embed, texts[i : i + self.embed_slice], documents=True))
+        return np.concatenate(parts)
 
     async def _write(self, inbox: asyncio.Queue[_Embedded]) -> None:
         while True:

@@ -34,6 +34,7 @@ test: env vllm-env
 # e.g. make bench BENCH_ARGS=--quick (under two minutes)
 bench: env vllm-env
 	$(VENV)/bin/python -m loadtests.bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m loadtests.ingest_bench
 	# The embedded store backends side by side (100k synthetic points, SciFact); STORE_BENCH_ARGS=--quick to try it.
 	$(VENV)/bin/python -m loadtests.store_bench $(STORE_BENCH_ARGS)
 

@@ -1,4 +1,4 @@
-"""`thinksearch` command line: `serve` (default), `eval` and `warm`."""
+"""`thinksearch` command line: `serve` (default), `eval`, `warm`, `migrate`, `ingest` and `worker`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ def evaluate(args: argparse.Namespace) -> None:
         think=args.think,
         api_key=args.api_key or os.environ.get("THINKSEARCH_API_KEY"),
         split=args.split,
-        batch_size=args.batch_size,
         max_queries=args.max_queries,
         concurrency=args.concurrency,
         skip_ingest=args.skip_ingest,
@@ -108,6 +107,50 @@ def warm(args: argparse.Namespace) -> None:
     )
 
 
+# --- bulk ingestion (issue 5) ---
+
+
+def worker(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from service.ingest.runner import refusal, run_worker
+    from service.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if reason := refusal(settings):
+        raise SystemExit(reason)
+    asyncio.run(run_worker(settings, metrics_port=args.metrics_port))
+
+
+def ingest(args: argparse.Namespace) -> None:
+    from service.ingest.upload import run_ingest
+
+    raise SystemExit(
+        run_ingest(
+            base_url=args.url,
+            path=args.file,
+            collection=args.collection,
+            create=args.create,
+            api_key=args.api_key or os.environ.get("THINKSEARCH_API_KEY"),
+        )
+    )
+
+
+def add_ingest_commands(sub: argparse._SubParsersAction) -> None:
+    p_worker = sub.add_parser("worker", help="run an ingestion worker process (needs REDIS_URL and QDRANT_URL)")
+    p_worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    p_worker.set_defaults(func=worker)
+
+    p_ingest = sub.add_parser("ingest", help="stream a JSONL file (BEIR corpus.jsonl accepted) to the bulk API")
+    p_ingest.add_argument("file", help="one JSON document per line: id or _id, text, title?, other fields = metadata")
+    p_ingest.add_argument("--collection", required=True)
+    p_ingest.add_argument("--create", action="store_true", help="create the collection if it does not exist")
+    p_ingest.add_argument("--url", default="http://127.0.0.1:8000")
+    p_ingest.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY")
+    p_ingest.set_defaults(func=ingest)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="thinksearch", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -124,7 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--think", action="store_true", help="search in think mode (default: direct)")
     p_eval.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY")
     p_eval.add_argument("--split", default="test")
-    p_eval.add_argument("--batch-size", type=int, default=256)
     p_eval.add_argument("--max-queries", type=int, default=None)
     p_eval.add_argument("--concurrency", type=int, default=4)
     p_eval.add_argument("--skip-ingest", action="store_true", help="the collection is already loaded")
@@ -145,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     p_warm.add_argument("--chunk", type=int, default=64, help="queries per request (<= MAX_WARM_QUERIES_PER_REQUEST)")
     p_warm.add_argument("--timeout", type=float, default=600.0, help="seconds per chunk")
     p_warm.set_defaults(func=warm)
+    add_ingest_commands(sub)
 
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,7 +1,8 @@
 """Retrieval quality through the public REST API, on a BEIR-format folder.
 
-Ingests `corpus.jsonl` (title and text as separate fields: the service embeds `title + " " + text`, as MTEB
-does), runs every query that has judgements, and scores with pytrec_eval (trec_eval's linear-gain nDCG).
+Ingests `corpus.jsonl` through the bulk endpoint (title and text as separate fields: the service embeds
+`title + " " + text`, as MTEB does), runs every query that has judgements, and scores with pytrec_eval
+(trec_eval's linear-gain nDCG).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytrec_eval
 from tqdm import tqdm
+
+from service.ingest.upload import ingest_file
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
@@ -52,32 +55,11 @@ class _Api:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(300.0, connect=10.0))
 
-    def ensure_collection(self, name: str) -> None:
-        r = self.http.post("/v1/collections", json={"name": name})
-        if r.status_code not in (201, 409):
-            raise SystemExit(f"creating collection {name}: {r.status_code} {r.text}")
-
-    def upsert(self, name: str, docs: list[dict]) -> None:
-        r = self.http.post(f"/v1/collections/{name}/documents", json={"documents": docs})
-        if r.status_code != 200:
-            raise SystemExit(f"upsert: {r.status_code} {r.text[:500]}")
-
     def search(self, name: str, query: str, think: bool) -> dict:
         r = self.http.post(f"/v1/collections/{name}/search", json={"query": query, "top_k": 100, "think": think})
         if r.status_code != 200:
             raise SystemExit(f"search: {r.status_code} {r.text[:500]}")
         return r.json()
-
-
-def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def run_evaluation(
@@ -88,7 +70,6 @@ def run_evaluation(
     think: bool,
     api_key: str | None = None,
     split: str = "test",
-    batch_size: int = 256,
     max_queries: int | None = None,
     concurrency: int = 4,
     skip_ingest: bool = False,
@@ -96,16 +77,10 @@ def run_evaluation(
     root = Path(data_dir)
     api = _Api(base_url, api_key)
     if not skip_ingest:
-        api.ensure_collection(collection)
-        total = sum(1 for _ in read_jsonl(root / "corpus.jsonl"))
-        docs = (
-            {"id": d["_id"], "title": d.get("title") or "", "text": d.get("text") or d.get("title") or "-"}
-            for d in read_jsonl(root / "corpus.jsonl")
-        )
-        with tqdm(total=total, desc="ingest", unit="doc") as bar:
-            for batch in _batches(docs, batch_size):
-                api.upsert(collection, batch)
-                bar.update(len(batch))
+        # The bulk path: one streamed upload, followed as a job.
+        job = ingest_file(api.http, root / "corpus.jsonl", collection, create=True)
+        if job["status"] != "succeeded":
+            raise SystemExit(f"ingest job {job['job_id']} ended {job['status']}")
 
     qrels = read_qrels(root / "qrels" / f"{split}.tsv")
     queries = {q["_id"]: q["text"] for q in read_jsonl(root / "queries.jsonl") if q["_id"] in qrels}

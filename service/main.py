@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.api import collections, documents, health, search
+from service.api import bulk, collections, documents, health, jobs, search
 from service.api.auth import KeyRing
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
@@ -31,6 +31,8 @@ from service.clients.vectorstore import (
     VectorMismatch,
     open_store,
 )
+from service.ingest.broker import JobNotFound, QueueFull, QueueUnavailable
+from service.ingest.service import Ingestion, make_broker, make_worker
 from service.search.coalescing import AcrossReplicas
 from service.search.pipeline import SearchPipeline
 from service.search.profiles import make_profile
@@ -51,6 +53,7 @@ class Services:
     limiter: RateLimiter
     leases: Leases
     breakers: Breakers
+    ingestion: Ingestion | None = None  # bulk ingestion (issue 5)
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
         """Readiness checks by dependency name (see /readyz)."""
@@ -68,6 +71,14 @@ class Services:
             return self.cache.name
 
         checks = {"vector_store": store, "embedder": embedder, "thought_cache": cache}
+        if self.ingestion is not None:
+            broker = self.ingestion.broker
+
+            async def ingest_queue() -> str:
+                await broker.ping()
+                return broker.name + ("" if broker.durable else " (in-process, not durable)")
+
+            checks["ingest_queue"] = ingest_queue
         if self.thinker is not None:
             thinker = self.thinker
 
@@ -79,6 +90,9 @@ class Services:
         return checks
 
     async def aclose(self) -> None:
+        if self.ingestion is not None:
+            with contextlib.suppress(Exception):
+                await self.ingestion.aclose()
         await self.pipeline.aclose()
         for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store):
             if client is not None:
@@ -86,9 +100,8 @@ class Services:
                     await client.aclose()
 
 
-async def open_services(settings: Settings) -> Services:
-    breakers = Breakers(threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
-    store = open_store(
+def open_vector_store(settings: Settings, breakers: Breakers | None = None) -> Store:
+    return open_store(
         url=settings.qdrant_url,
         api_key=settings.qdrant_api_key,
         path=settings.qdrant_path,
@@ -97,8 +110,11 @@ async def open_services(settings: Settings) -> Services:
         edge_index_threshold=settings.qdrant_edge_index_threshold,
         breakers=breakers,
     )
+
+
+async def open_embedder(settings: Settings, breakers: Breakers | None = None) -> Embedder:
     # Loading a local model blocks for seconds: keep it off the event loop.
-    embedder = await asyncio.to_thread(
+    return await asyncio.to_thread(
         make_embedder,
         settings.embedder_url,
         model=settings.embedder_model,
@@ -107,6 +123,12 @@ async def open_services(settings: Settings) -> Services:
         batch_size=settings.embedder_batch_size,
         breakers=breakers,
     )
+
+
+async def open_services(settings: Settings) -> Services:
+    breakers = Breakers(threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
+    store = open_vector_store(settings, breakers)
+    embedder = await open_embedder(settings, breakers)
     cache = make_thought_cache(
         settings.redis_url,
         ttl_s=settings.thought_cache_ttl_s,
@@ -130,6 +152,9 @@ async def open_services(settings: Settings) -> Services:
         with contextlib.suppress(ThinkerError, TimeoutError):
             await asyncio.wait_for(thinker.model(), 2.0)
     profile = make_profile(settings)
+    # Bulk ingestion: the gateway's own worker unless separate `thinksearch worker` processes do the work.
+    broker = make_broker(settings)
+    worker = make_worker(settings, broker, store, embedder, profile) if settings.ingest_worker else None
     return Services(
         settings=settings,
         store=store,
@@ -141,6 +166,7 @@ async def open_services(settings: Settings) -> Services:
         leases=leases,
         limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
         breakers=breakers,
+        ingestion=Ingestion(settings, broker, store, worker),
     )
 
 
@@ -175,6 +201,8 @@ def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Excepti
         VectorMismatch: handler(409, lambda e: f"The collection was built with another embedder: {e}"),
         StoreUnavailable: handler(503, lambda e: f"The vector store is unavailable: {e}", retry=True),
         EmbedderError: handler(503, lambda e: f"The embedder is unavailable: {e}", retry=True),
+        JobNotFound: handler(404, lambda e: f"Job '{str(e)[:80]}' does not exist (or has expired)."),
+        QueueUnavailable: handler(503, lambda e: f"The ingestion queue is unavailable: {e}", retry=True),
     }
 
 
@@ -185,6 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services(settings)
         app.state.services = services
+        if services.ingestion is not None:
+            services.ingestion.start()
         _log_startup(settings, services)
         try:
             yield
@@ -198,9 +228,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for exc_type, handle in _domain_error_handlers().items():
         app.add_exception_handler(exc_type, handle)
+
+    async def queue_full(_: Request, __: Exception) -> JSONResponse:
+        detail = f"The ingestion queue holds {settings.ingest_queue_max} documents or more; try again later."
+        return problem_response(429, detail, headers={"Retry-After": str(settings.ingest_retry_after_s)})
+
+    app.add_exception_handler(QueueFull, queue_full)
     # Added last = outermost: even a 413 carries X-Request-ID.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=bulk.BULK_PATH)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, collections, documents, search):
+    for module in (health, collections, documents, bulk, jobs, search):
         app.include_router(module.router)
     return app

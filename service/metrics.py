@@ -63,3 +63,22 @@ QUERY_TEXTS_EMBEDDED = Counter("thinksearch_query_texts_embedded_total", "Query-
 QUERY_VECTOR_CACHE = Counter(
     "thinksearch_query_vector_cache_total", "In-process direct-text embedding cache lookups.", ["result"]
 )
+
+# --- bulk ingestion (issue 5); names agreed with the deployment's dashboards and alerts ---
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+INGEST_JOBS = Gauge("thinksearch_ingest_jobs", "Ingestion jobs known to this process, by status.", ["status"])
+INGEST_DOCUMENTS = Counter(
+    "thinksearch_ingest_documents_total", "Bulk documents by outcome (ingested, rejected).", ["outcome"]
+)
+INGEST_QUEUE_LENGTH = Gauge("thinksearch_ingest_queue_length", "Queued documents not yet acknowledged.")
+INGEST_OLDEST_PENDING = Gauge(
+    "thinksearch_ingest_oldest_pending_seconds", "Age of the oldest queued document not yet acknowledged."
+)
+INGEST_CONSUMER_LAG = Gauge("thinksearch_ingest_consumer_lag", "Queued documents not yet delivered to any worker.")
+INGEST_STAGE_SECONDS = Histogram(
+    "thinksearch_ingest_stage_duration_seconds",
+    "Latency of one worker batch stage (embed, write).",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+INGEST_BATCH_SIZE = Histogram("thinksearch_ingest_batch_size", "Documents per worker batch.", buckets=BATCH_BUCKETS)

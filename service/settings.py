@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     # Warming: queries per POST .../warm, and worker requests kept in flight while warming.
     max_warm_queries_per_request: int = Field(default=256, ge=1)
     warm_concurrency: int = Field(default=8, ge=1)
+    # --- Bulk ingestion (issue 5): queue, jobs, workers. With REDIS_URL: Redis Streams, durable; else in-process.
+    # Documents per queue read / embed batch / Qdrant write of a worker.
+    ingest_batch_size: int = Field(default=64, ge=1)
+    # Embed batches in flight at once: 1 suits the in-process model (one owner thread); more suit a remote server.
+    ingest_embed_concurrency: int | None = Field(default=None, ge=1)
+    # Past this many queued documents, new bulk jobs get 429 (Retry-After: ingest_retry_after_s).
+    ingest_queue_max: int = Field(default=1_000_000, ge=1)
+    ingest_retry_after_s: int = Field(default=30, ge=1)
+    # Entries a dead worker left pending are claimed by another after this idle time (XAUTOCLAIM).
+    ingest_claim_idle_s: float = Field(default=60.0, gt=0)
+    # Errors kept per job (all are counted); jobs kept per collection listing; job records' lifetime in Redis.
+    ingest_max_errors: int = Field(default=100, ge=0)
+    ingest_job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # Run a worker inside the gateway (turn off where separate `thinksearch worker` processes do the work).
+    ingest_worker: bool = True
+    # Redis timeout for queue operations (longer than the cache's: a 202 waits on them).
+    ingest_redis_timeout_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _default_think(self) -> Settings:

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from service.api.problems import Problem
 from service.api.protocol import COLLECTION_NAME
 from service.catalog import Catalog
+from service.ingest.service import Ingestion
 from service.search.pipeline import SearchPipeline
 from service.settings import Settings
 
@@ -28,6 +29,10 @@ def _pipeline(request: Request) -> SearchPipeline:
     return request.app.state.services.pipeline
 
 
+def _ingestion(request: Request) -> Ingestion:
+    return request.app.state.services.ingestion
+
+
 def _collection_name(name: str) -> str:
     # A name that cannot exist is simply an unknown collection (and never reaches Qdrant).
     if not _COLLECTION_NAME.match(name):
@@ -39,3 +44,4 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 PipelineDep = Annotated[SearchPipeline, Depends(_pipeline)]
 CollectionName = Annotated[str, Depends(_collection_name)]
+IngestionDep = Annotated[Ingestion, Depends(_ingestion)]

@@ -111,12 +111,14 @@ class BodyTooLarge(Exception):
 class BodySizeLimitMiddleware:
     """413 for bodies over the limit, by Content-Length up front or by counting a streamed body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: str | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose bodies are streamed and never held whole (bulk NDJSON uploads).
+        self.exempt = re.compile(exempt) if exempt else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt and self.exempt.match(scope["path"])):
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")

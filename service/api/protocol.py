@@ -187,3 +187,40 @@ class DependencyState(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "unavailable", "draining"]
     dependencies: dict[str, DependencyState]
+
+
+# --- bulk ingestion and jobs (issue 5) ---
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class BulkAccepted(BaseModel):
+    job_id: str
+
+
+class JobLineError(BaseModel):
+    line: int
+    id: str | None
+    error: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    collection: str
+    status: JobStatus
+    total: int  # lines read from the upload (accepted + rejected)
+    accepted: int  # lines queued for ingestion
+    processed: int  # accepted lines written to the store
+    failed: int  # rejected lines (every one counted; `errors` keeps the first N)
+    truncated: int  # documents longer than the embedder's window (only their beginning is embedded)
+    errors: list[JobLineError]
+    error: str | None  # why a `failed` job could not complete
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    documents_per_second: float | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]

@@ -132,6 +132,10 @@ class EdgeStore:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def write_batch(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None:
+        """A bulk-ingestion batch: the same as `upsert` here (in the WAL when it returns, off the event loop)."""
+        await self.upsert(name, documents, vectors)
+
     async def get(self, name: str, document_id: str) -> StoredDocument | None:
         records = await self._call(lambda: self._get(name).shard.retrieve([point_id(document_id)], True, False))
         return _document(records[0].payload) if records else None

@@ -6,6 +6,7 @@ a document replaces it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -115,10 +116,25 @@ def metadata_filter(equal: dict[str, FilterValue] | None) -> models.Filter | Non
     return models.Filter(must=[_condition(k, v) for k, v in equal.items()])
 
 
+def _points(documents: list[StoredDocument], vectors: np.ndarray) -> list[models.PointStruct]:
+    return [
+        models.PointStruct(
+            id=point_id(d.id),
+            vector=v.tolist(),
+            payload={"doc_id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata},
+        )
+        for d, v in zip(documents, vectors, strict=True)
+    ]
+
+
 class VectorStore:
-    def __init__(self, client: AsyncQdrantClient, breakers: Breakers | None = None) -> None:
+    def __init__(
+        self, client: AsyncQdrantClient, breakers: Breakers | None = None, *, embedded: bool = False
+    ) -> None:
         self._client = client
         self._breakers = breakers
+        # qdrant-client local mode: one owning process, synchronous work inside its coroutines.
+        self.embedded = embedded
 
     @asynccontextmanager
     async def _errors(self, name: str | None) -> AsyncIterator[None]:
@@ -141,8 +157,8 @@ class VectorStore:
         if url:
             return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=int(timeout_s)), breakers)
         if path == ":memory:":
-            return cls(AsyncQdrantClient(location=":memory:"))
-        return cls(AsyncQdrantClient(path=path))
+            return cls(AsyncQdrantClient(location=":memory:"), embedded=True)
+        return cls(AsyncQdrantClient(path=path), embedded=True)
 
     async def create(
         self, name: str, dimension: int, *, embedder: str, profile: str, hnsw: HnswParams | None = None
@@ -193,17 +209,21 @@ class VectorStore:
             await self._client.delete_collection(name)
 
     async def upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None:
-        points = [
-            models.PointStruct(
-                id=point_id(d.id),
-                vector=v.tolist(),
-                payload={"doc_id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata},
-            )
-            for d, v in zip(documents, vectors, strict=True)
-        ]
+        points = _points(documents, vectors)
         async with self._errors(name):
             # wait=True: a 200 means stored and searchable.
             await self._client.upsert(name, points=points, wait=True)
+
+    async def write_batch(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None:
+        """Bulk ingestion (issue 5): one confirmed (wait=true) upsert of a worker batch. Embedded mode does its work
+        (SQLite commits, array growth) synchronously inside the coroutine, so there it runs on a thread of its own
+        and searches on the event loop keep answering during a bulk load."""
+        points = _points(documents, vectors)
+        async with self._errors(name):
+            if self.embedded:
+                await asyncio.to_thread(asyncio.run, self._client.upsert(name, points=points, wait=True))
+            else:
+                await self._client.upsert(name, points=points, wait=True)
 
     async def get(self, name: str, document_id: str) -> StoredDocument | None:
         async with self._errors(name):
@@ -280,6 +300,7 @@ class Store(Protocol):
     async def count(self, name: str) -> int: ...
     async def drop(self, name: str) -> None: ...
     async def upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None: ...
+    async def write_batch(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None: ...
     async def get(self, name: str, document_id: str) -> StoredDocument | None: ...
     async def delete(self, name: str, document_id: str) -> bool: ...
     async def search(

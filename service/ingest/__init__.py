@@ -1,1 +1,1 @@
-"""Ingestion: bulk NDJSON uploads, the job queue, jobs and workers."""
+"""Bulk ingestion: NDJSON uploads validated line by line, a queue (Redis Streams or in-process), jobs and workers."""

@@ -114,10 +114,11 @@ def worker(args: argparse.Namespace) -> None:
     import asyncio
 
     from service.ingest.runner import refusal, run_worker
+    from service.logs import configure_logging
     from service.settings import get_settings
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if reason := refusal(settings):
         raise SystemExit(reason)
     asyncio.run(run_worker(settings, metrics_port=args.metrics_port))

@@ -128,9 +128,7 @@ def _points(documents: list[StoredDocument], vectors: np.ndarray) -> list[models
 
 
 class VectorStore:
-    def __init__(
-        self, client: AsyncQdrantClient, breakers: Breakers | None = None, *, embedded: bool = False
-    ) -> None:
+    def __init__(self, client: AsyncQdrantClient, breakers: Breakers | None = None, *, embedded: bool = False) -> None:
         self._client = client
         self._breakers = breakers
         # qdrant-client local mode: one owning process, synchronous work inside its coroutines.

@@ -12,10 +12,10 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 
 from service import metrics
-from service.api.middleware import annotate_request
+from service.api.middleware import add_response_headers, annotate_request
 from service.api.problems import Problem
 from service.clients.ratelimit import Bucket
 from service.settings import KeySpec, RateLimit, Scope, Settings
@@ -97,20 +97,20 @@ def caller(request: Request) -> Principal | None:
 def require(scope: Scope):
     """Dependency: the caller's key must carry `scope` (or `admin`, which implies every scope), within its rate."""
 
-    async def check(request: Request, response: Response) -> None:
+    async def check(request: Request) -> None:
         principal = caller(request)
         if principal is None:
             raise Problem(401, "Missing or invalid API key.", headers={"WWW-Authenticate": "Bearer"})
         annotate_request(key_id=principal.id)
         if not principal.may(scope):
             raise Problem(403, f"This key lacks the '{scope}' scope.")
-        await _within_rate(request, response, principal, scope)
+        await _within_rate(request, principal, scope)
 
     check.required_scope = scope  # type: ignore[attr-defined]  # read by the auth-matrix test
     return Depends(check)
 
 
-async def _within_rate(request: Request, response: Response, principal: Principal, scope: Scope) -> None:
+async def _within_rate(request: Request, principal: Principal, scope: Scope) -> None:
     settings: Settings = request.app.state.settings
     limit = principal.rate_limits.get(scope) or settings.rate_limits.get(scope)
     if limit is None:
@@ -131,7 +131,7 @@ async def _within_rate(request: Request, response: Response, principal: Principa
             f"Rate limit of the '{scope}' scope exceeded ({limit.rate:g}/s, burst {limit.burst}); retry in {retry} s.",
             headers={**headers, "Retry-After": str(retry)},
         )
-    response.headers.update(headers)
+    add_response_headers(headers)
 
 
 def require_json(request: Request) -> None:

@@ -27,6 +27,13 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
+def add_response_headers(headers: dict[str, str]) -> None:
+    """Headers for the current request's response, whatever kind of response the handler returns."""
+    current = _request_fields.get()
+    if current is not None:
+        current.setdefault("_headers", {}).update(headers)
+
+
 def annotate_request(**fields: Any) -> None:
     """Adds fields to the current request's access-log line (never document text, never a key)."""
     current = _request_fields.get()
@@ -73,6 +80,7 @@ class RequestContextMiddleware:
                 status_sent = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.extend((k.lower().encode(), v.encode()) for k, v in fields.get("_headers", {}).items())
                 message["headers"] = headers
             await send(message)
 
@@ -98,7 +106,7 @@ class RequestContextMiddleware:
                 scope["path"],
                 status,
                 elapsed * 1000,
-                extra={"fields": {**access, **fields}},
+                extra={"fields": {**access, **{k: v for k, v in fields.items() if k != "_headers"}}},
             )
             _request_fields.reset(fields_token)
             _request_id.reset(token)

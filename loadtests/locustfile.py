@@ -77,8 +77,9 @@ class SearchUser(FastHttpUser):
         elif SCENARIO == "batch":
             body = {"searches": [{"query": random.choice(HOT_QUERIES), "top_k": 10} for _ in range(16)]}
             path = f"/v1/collections/{COLLECTION}/search/batch"
-            with self.client.post(path, data=json.dumps(body), headers=self.target.headers, name="search batch x16",
-                                  catch_response=True) as r:
+            with self.client.post(
+                path, data=json.dumps(body), headers=self.target.headers, name="search batch x16", catch_response=True
+            ) as r:
                 if r.status_code != 200:
                     r.failure(f"HTTP {r.status_code}")
         else:  # cold, and the search side of mixed

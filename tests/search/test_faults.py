@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
@@ -141,3 +142,38 @@ def test_embedding_server_down_is_503_then_recovers_without_restart(vllm_embed):
         after = c.post("/v1/collections/remote/search", json={"query": "moon"})
         assert after.status_code == 200 and after.json()["results"] == before
         assert c.get("/readyz").json()["dependencies"]["embedder"]["breaker"] == "closed"
+
+
+def test_vector_store_down_is_503_then_recovers_without_restart():
+    """A Qdrant server (the named test-only stand-in: no Qdrant binary runs here) stops: searches and writes answer
+    503 + Retry-After, soon without calling it (breaker open); back on the same folder, nothing stored is lost and
+    the gateway serves again without a restart."""
+    from tests.support.qdrant_standin import QdrantStandin
+
+    with QdrantStandin() as qdrant:
+        settings = Settings(_env_file=None, qdrant_url=qdrant.url, breaker_threshold=2, breaker_reset_s=1.0)
+        with Gateway(settings) as gw:
+            c = gw.client
+            assert c.post("/v1/collections", json={"name": "server"}).status_code == 201
+            assert c.post("/v1/collections/server/documents", json={"documents": DOCS}).status_code == 200
+            before = c.post("/v1/collections/server/search", json={"query": "moon"}).json()["results"]
+            qdrant.stop()
+            try:
+                down = [c.post("/v1/collections/server/search", json={"query": f"moon {i}"}) for i in range(4)]
+                write = c.post("/v1/collections/server/documents", json={"documents": [{"id": "new", "text": "x"}]})
+                ready = c.get("/readyz")
+                rejected = metric(gw, "thinksearch_circuit_breaker_rejections_total", dependency="vector_store")
+            finally:
+                qdrant.start()  # the same folder: what was stored is still there
+            for r in [*down, write]:
+                assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0, r.text
+            assert rejected >= 2
+            assert ready.status_code == 503 and ready.json()["dependencies"]["vector_store"]["breaker"] == "opened"
+            time.sleep(settings.breaker_reset_s + 0.2)
+            after = c.post("/v1/collections/server/search", json={"query": "moon"})
+            assert after.status_code == 200
+            # Reloaded from disk: the same documents in the same order (scores within float32 rounding).
+            assert [h["id"] for h in after.json()["results"]] == [h["id"] for h in before]
+            scores = [h["score"] for h in after.json()["results"]]
+            assert scores == pytest.approx([h["score"] for h in before], abs=1e-6)
+            assert c.get("/v1/collections/server").json()["count"] == len(DOCS)

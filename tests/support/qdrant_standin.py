@@ -113,6 +113,10 @@ def create_app(path: str) -> FastAPI:
     async def query(name: str, body: models.QueryRequest) -> JSONResponse:
         return _ok(client.query_points(name, **_query_args(body)))
 
+    @app.post("/collections/{name}/points/query/batch")
+    async def query_batch(name: str, body: models.QueryRequestBatch) -> JSONResponse:
+        return _ok(client.query_batch_points(name, requests=body.searches))
+
     @app.post("/collections/{name}/points/query/groups")
     async def query_groups(name: str, body: models.QueryGroupsRequest) -> JSONResponse:
         args = _query_args(body)

@@ -216,6 +216,15 @@ class RedisBroker:
         return [_job(job_id, h) for job_id, h in zip(ids, hashes, strict=True) if h]
 
     async def read(self, consumer: str, count: int, block_s: float) -> list[Entry]:
+        try:
+            return await self._read(consumer, count, block_s)
+        except QueueUnavailable as exc:
+            if "NOGROUP" in str(exc.__cause__ or exc):
+                # Redis lost the stream (restarted without persistence): make the group again on the next read.
+                self._group_ready = False
+            raise
+
+    async def _read(self, consumer: str, count: int, block_s: float) -> list[Entry]:
         async with _unavailable_on_error():
             await self._ensure_group()
             raw: list[tuple[str, dict[str, str]]] = []

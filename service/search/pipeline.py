@@ -355,8 +355,12 @@ class SearchPipeline:
             return _Thinking(thoughts=thoughts, reason=None if thoughts is not None else "thinker_error")
 
         async def done_elsewhere() -> _Thinking | None:
+            # The holder stores its thoughts before it releases the lease, and its fused vector a moment later.
             entry = await self.cache.get_query(key)
-            return _Thinking(entry=entry) if entry is not None else None
+            if entry is not None:
+                return _Thinking(entry=entry)
+            thoughts = await self.cache.get(thought_key)
+            return _Thinking(thoughts=thoughts, cached=True) if thoughts is not None else None
 
         # Across replicas: the one holding the thought key's lease asks the worker; the others wait for its result.
         found, _ = await self.replicas.once(thought_key, work, done_elsewhere)

@@ -108,6 +108,20 @@ def _traffic(client: httpx.Client, vllm: VLLMServer, redis_server: RedisServer) 
     with ThreadPoolExecutor(2) as pool:
         states = {r["thought_cache"] for r in pool.map(lambda _: search("asked twice at once"), range(2))}
     assert "coalesced" in states, states
+    # A bulk job (two bad lines among them) through the gateway's own worker: the ingestion panels' series.
+    lines = [json.dumps({"id": f"b{i}", "text": f"Bulk document {i}."}) for i in range(30)] + ["{not json", "{}"]
+    r = client.post(
+        "/v1/collections/dash/documents/bulk",
+        content="\n".join(lines).encode(),
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert r.status_code == 202, r.text
+    for _ in range(300):
+        job = client.get(f"/v1/jobs/{r.json()['job_id']}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    assert job["status"] == "succeeded" and job["failed"] == 2, job
     assert search("over the deadline", deadline_ms=1)["degraded"]
     vllm.pause()  # a stuck worker: the thinker times out (3 s)
     try:

@@ -70,10 +70,11 @@ _OLD = "shard.old"
 # The replay of writes made during a build runs in slices of about this long on the store thread; searches queued
 # meanwhile run between slices, so none waits much longer than a slice (or the final swap) for the replay.
 _REPLAY_SLICE_S = 0.05
-# The swap (flush the copy, point meta.json at it) is taken in the same slice only when the copy's unflushed replayed
-# points are at most this many (a flush costs about its unflushed data); otherwise a slice flushes first.
+# The copy is flushed in a slice of its own whenever more replayed points than this are unflushed (a flush costs about
+# its unflushed data), and the swap (flush, point meta.json at the copy) is taken only below it.
 _SWAP_UNFLUSHED_POINTS = 5_000
-# Writes that outpace the replay for this many slices are held (searches are not) until the copy has caught up.
+# When the replay's backlog has not shrunk by a tenth over this many slices (writes outpace it), writes are held
+# (searches are not) until the copy has caught up and is swapped in.
 _REPLAY_SLICES_BEFORE_HOLD = 40
 # The child process that builds the HNSW index: low priority, so that searches keep the CPU.
 _BUILD_SCRIPT = (
@@ -420,15 +421,21 @@ class EdgeStore:
         Each call is queued behind whatever searches and writes are waiting, so they run between slices. Writes keep
         arriving (and queueing for the replay) meanwhile; if they outpace it, they are held until it has caught up.
         """
-        slices = 0
+        slices, window_start = 0, float("inf")
         try:
             while True:
-                done, again = await self._call(self._replay_slice, name, generation)
+                done, again, backlog = await self._call(self._replay_slice, name, generation)
                 if done:
                     await asyncio.to_thread(self._delete_retired, name)
                     return again
                 slices += 1
-                if slices == _REPLAY_SLICES_BEFORE_HOLD:
+                if slices % _REPLAY_SLICES_BEFORE_HOLD == 1:
+                    window_start = backlog
+                elif (
+                    slices % _REPLAY_SLICES_BEFORE_HOLD == 0
+                    and backlog > 0.9 * window_start
+                    and name not in self._write_holds
+                ):
                     log.warning("writes to %s outpace the replay after its index build: holding them", name)
                     self._write_holds[name] = asyncio.Event()
         finally:
@@ -436,13 +443,17 @@ class EdgeStore:
             if hold is not None:
                 hold.set()
 
-    def _replay_slice(self, name: str, generation: int) -> tuple[bool, bool]:
-        """One slice of the replay; (swapped or given up, another build needed)."""
+    def _replay_slice(self, name: str, generation: int) -> tuple[bool, bool, int]:
+        """One slice of the replay; (swapped or given up, another build needed, operations left to replay)."""
         collection = self._open.get(name)
         if collection is None or collection.generation != generation or collection.built is None:
-            return True, False
+            return True, False, 0
         built, pending = collection.built, collection.pending
         assert pending is not None
+        if collection.unflushed > _SWAP_UNFLUSHED_POINTS:
+            built.flush()  # a slice of its own, so that no flush (the swap's included) has much to write
+            collection.unflushed = 0
+            return False, False, len(pending)
         deadline = time.perf_counter() + _REPLAY_SLICE_S
         while pending:  # at least one operation per slice, so that the replay always advances
             operation, points = pending[0]
@@ -451,13 +462,9 @@ class EdgeStore:
             collection.unflushed += points
             if time.perf_counter() >= deadline:
                 break
-        if pending:
-            return False, False
-        if collection.unflushed > _SWAP_UNFLUSHED_POINTS:
-            built.flush()  # a slice of its own: the swap below then flushes only what came after
-            collection.unflushed = 0
-            return False, False
-        return True, self._swap(collection)
+        if pending or collection.unflushed > _SWAP_UNFLUSHED_POINTS:
+            return False, False, len(pending)
+        return True, self._swap(collection), 0
 
     def _swap(self, collection: _Collection) -> bool:
         """Makes the caught-up copy the live shard; True when enough unindexed points came since for another build."""

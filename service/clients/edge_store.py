@@ -477,9 +477,10 @@ class EdgeStore:
         old = collection.folder / collection.meta.get("shard", _SHARD)
         collection.meta["shard"] = build_dir.name
         _write_json(collection.folder / _META, collection.meta)
-        collection.shard.close()
-        collection.shard, collection.built, collection.build_dir = built, None, None
+        # The copy is the live shard before anything else can fail: an abandoned build must not delete it.
+        replaced, collection.shard, collection.built, collection.build_dir = collection.shard, built, None, None
         collection.pending = None
+        replaced.close()
         collection.retired = old
         info = built.info()
         log.info(

@@ -3,14 +3,17 @@
 Layout under the store folder (QDRANT_PATH):
 
     <collection>/meta.json     dimension, embedder, profile, HNSW parameters, indexed payload keys (Edge shards have
-                               no collection metadata of their own); written atomically and fsynced
-    <collection>/shard/        the Edge shard (segments + WAL: an update is in the WAL before `update` returns)
-    <collection>/shard.build/  a copy being indexed by a child process (see _build_index)
+                               no collection metadata of their own) and which shard folder is live; written
+                               atomically and fsynced
+    <collection>/shard/        the Edge shard (segments + WAL: an update is in the WAL before `update` returns);
+                               after an index build the live shard is `shard.<hex>`, named in meta.json
+    <collection>/shard.<hex>/  a copy being indexed by a child process (see _build_index)
 
 Every engine call runs on one dedicated thread: the shard is not shared between threads, and the event loop never
 waits on the engine. qdrant-edge-py 0.9.0 holds the GIL for the whole of `optimize()` (an HNSW build of 100k points
 takes about a minute on 2 cores), so the build runs in a child process on a copy of the shard; writes arriving
-meanwhile are applied to the live shard and replayed on the copy before it replaces the live one.
+meanwhile are applied to the live shard and replayed on the copy, a slice at a time between other engine calls,
+before it replaces the live one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import logging
 import os
 import shutil
 import sys
+import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,8 +65,17 @@ MAX_INDEXED_KEYS = 64
 
 _META = "meta.json"
 _SHARD = "shard"
-_BUILD = "shard.build"
+_BUILD = "shard.build"  # the layout before meta.json named the live shard: still recovered
 _OLD = "shard.old"
+# The replay of writes made during a build runs in slices of about this long on the store thread; searches queued
+# meanwhile run between slices, so none waits much longer than a slice (or the final swap) for the replay.
+_REPLAY_SLICE_S = 0.05
+# The copy is flushed in a slice of its own whenever more replayed points than this are unflushed (a flush costs about
+# its unflushed data), and the swap (flush, point meta.json at the copy) is taken only below it.
+_SWAP_UNFLUSHED_POINTS = 5_000
+# When the replay's backlog has not shrunk by a tenth over this many slices (writes outpace it), writes are held
+# (searches are not) until the copy has caught up and is swapped in.
+_REPLAY_SLICES_BEFORE_HOLD = 40
 # The child process that builds the HNSW index: low priority, so that searches keep the CPU.
 _BUILD_SCRIPT = (
     "import os, sys; os.nice(10); from qdrant_edge import EdgeShard; "
@@ -76,8 +90,13 @@ class _Collection:
     meta: dict[str, Any]
     shard: qe.EdgeShard
     building: bool = False
-    # Writes applied while a build runs, replayed on the built copy before the swap.
-    pending: list[qe.UpdateOperation] | None = None
+    # Writes applied while a build runs, replayed on the built copy before the swap (oldest first).
+    # Each with its number of points (what it adds to the copy's next flush).
+    pending: deque[tuple[qe.UpdateOperation, int]] | None = None
+    build_dir: Path | None = None  # the copy being built
+    built: qe.EdgeShard | None = None  # the built copy, open while the pending writes are replayed on it
+    unflushed: int = 0  # points replayed on `built` since its last flush
+    retired: Path | None = None  # the shard a swap replaced, deleted off the store thread
     generation: int = field(default_factory=lambda: uuid.uuid4().int)
 
 
@@ -102,6 +121,8 @@ class EdgeStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
         self._open: dict[str, _Collection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Collections whose writes wait for a replay that they outpaced (see _replay_and_swap).
+        self._write_holds: dict[str, asyncio.Event] = {}
 
     # --- the store interface ---
 
@@ -126,6 +147,7 @@ class EdgeStore:
         await self._call(self._drop, name)
 
     async def upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None:
+        await self._writable(name)
         needs_build = await self._call(self._upsert, name, documents, vectors)
         if needs_build:
             task = asyncio.create_task(self._build_index(name))
@@ -141,6 +163,7 @@ class EdgeStore:
         return _document(records[0].payload) if records else None
 
     async def delete(self, name: str, document_id: str) -> bool:
+        await self._writable(name)
         return await self._call(self._delete, name, document_id)
 
     async def search(
@@ -166,6 +189,11 @@ class EdgeStore:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._call(self._close_all)
         self._executor.shutdown(wait=True)
+
+    async def _writable(self, name: str) -> None:
+        hold = self._write_holds.get(name)
+        if hold is not None:
+            await hold.wait()
 
     # --- on the store thread ---
 
@@ -196,9 +224,9 @@ class EdgeStore:
         folder = self._folder(name)
         if not (folder / _META).is_file():
             raise CollectionNotFound(name)
-        _recover_swap(folder)
         meta = json.loads((folder / _META).read_text())
-        collection = _Collection(name, folder, meta, qe.EdgeShard.load(str(folder / _SHARD)))
+        live = _recover_swap(folder, meta.get("shard", _SHARD))
+        collection = _Collection(name, folder, meta, qe.EdgeShard.load(str(folder / live)))
         self._open[name] = collection
         return collection
 
@@ -224,6 +252,7 @@ class EdgeStore:
             "profile": profile,
             "hnsw": {"m": hnsw.m, "ef_construct": hnsw.ef_construct},
             "indexed_keys": {},
+            "shard": _SHARD,
         }
         _write_json(staging / _META, meta)
         staging.rename(folder)
@@ -244,6 +273,8 @@ class EdgeStore:
     def _drop(self, name: str) -> None:
         collection = self._get(name)
         collection.shard.close()
+        if collection.built is not None:
+            collection.built.close()
         del self._open[name]
         # Renamed away first: the name is free at once, and a crash mid-delete leaves only a hidden folder.
         trash = self._root / f".{name}.{uuid.uuid4().hex[:8]}.dropped"
@@ -251,10 +282,10 @@ class EdgeStore:
         _fsync_dir(self._root)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def _apply(self, collection: _Collection, operation: qe.UpdateOperation) -> None:
+    def _apply(self, collection: _Collection, operation: qe.UpdateOperation, points: int = 1) -> None:
         collection.shard.update(operation)
         if collection.pending is not None:
-            collection.pending.append(operation)
+            collection.pending.append((operation, points))
 
     def _upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> bool:
         collection = self._get(name)
@@ -266,7 +297,7 @@ class EdgeStore:
             qe.Point(point_id(d.id), v, _payload(d))
             for d, v in zip(documents, vectors.astype(np.float32).tolist(), strict=True)
         ]
-        self._apply(collection, qe.UpdateOperation.upsert_points(points))
+        self._apply(collection, qe.UpdateOperation.upsert_points(points), len(points))
         if collection.building:
             return False
         info = collection.shard.info()
@@ -324,6 +355,8 @@ class EdgeStore:
     def _close_all(self) -> None:
         for collection in self._open.values():
             collection.shard.close()
+            if collection.built is not None:
+                collection.built.close()
         self._open.clear()
 
     # --- the HNSW build, in a child process ---
@@ -341,12 +374,12 @@ class EdgeStore:
             await self._call(self._abandon_build, name)
 
     async def _build_once(self, name: str) -> bool:
-        generation = await self._call(self._start_build, name)
+        generation, build_dir = await self._call(self._start_build, name)
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _BUILD_SCRIPT,
-            str(self._folder(name) / _BUILD),
+            str(build_dir),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -356,52 +389,128 @@ class EdgeStore:
             child.kill()
             await child.wait()
             raise
-        return await self._call(self._finish_build, name, generation, child.returncode == 0, stderr.decode()[-2000:])
+        opened = await self._call(self._open_built, name, generation, child.returncode == 0, stderr.decode()[-2000:])
+        return opened and await self._replay_and_swap(name, generation)
 
-    def _start_build(self, name: str) -> int:
+    def _start_build(self, name: str) -> tuple[int, Path]:
         collection = self._get(name)
         collection.shard.flush()
-        build = collection.folder / _BUILD
-        shutil.rmtree(build, ignore_errors=True)
-        shutil.copytree(collection.folder / _SHARD, build)
-        collection.pending = []
+        build = collection.folder / f"{_SHARD}.{uuid.uuid4().hex[:8]}"
+        live = collection.folder / collection.meta.get("shard", _SHARD)
+        shutil.copytree(live, build)
+        collection.build_dir = build
+        collection.pending = deque()
         log.info("building the HNSW index of %s in the background", name)
-        return collection.generation
+        return collection.generation, build
 
-    def _finish_build(self, name: str, generation: int, ok: bool, stderr: str) -> bool:
-        """Swaps the built copy in; True when enough unindexed points came meanwhile for another build."""
+    def _open_built(self, name: str, generation: int, ok: bool, stderr: str) -> bool:
+        """Opens the built copy for the replay; False when there is nothing to swap in."""
         collection = self._open.get(name)
-        if collection is None or collection.generation != generation:
+        if collection is None or collection.generation != generation or collection.build_dir is None:
             return False  # dropped meanwhile
         if not ok:
             log.error("HNSW build of %s failed: %s", name, stderr)
             self._abandon_build(name)
             return False
-        folder = collection.folder
-        built = qe.EdgeShard.load(str(folder / _BUILD))
-        for operation in collection.pending or []:
+        collection.built = qe.EdgeShard.load(str(collection.build_dir))
+        collection.unflushed = 0
+        return True
+
+    async def _replay_and_swap(self, name: str, generation: int) -> bool:
+        """Replays the writes made during the build on the copy, one slice per store-thread call, then swaps.
+
+        Each call is queued behind whatever searches and writes are waiting, so they run between slices. Writes keep
+        arriving (and queueing for the replay) meanwhile; if they outpace it, they are held until it has caught up.
+        """
+        slices, window_start = 0, float("inf")
+        try:
+            while True:
+                done, again, backlog = await self._call(self._replay_slice, name, generation)
+                if done:
+                    await asyncio.to_thread(self._delete_retired, name)
+                    return again
+                slices += 1
+                if slices % _REPLAY_SLICES_BEFORE_HOLD == 1:
+                    window_start = backlog
+                elif (
+                    slices % _REPLAY_SLICES_BEFORE_HOLD == 0
+                    and backlog > 0.9 * window_start
+                    and name not in self._write_holds
+                ):
+                    log.warning("writes to %s outpace the replay after its index build: holding them", name)
+                    self._write_holds[name] = asyncio.Event()
+        finally:
+            hold = self._write_holds.pop(name, None)
+            if hold is not None:
+                hold.set()
+
+    def _replay_slice(self, name: str, generation: int) -> tuple[bool, bool, int]:
+        """One slice of the replay; (swapped or given up, another build needed, operations left to replay)."""
+        collection = self._open.get(name)
+        if collection is None or collection.generation != generation or collection.built is None:
+            return True, False, 0
+        built, pending = collection.built, collection.pending
+        assert pending is not None
+        if collection.unflushed > _SWAP_UNFLUSHED_POINTS:
+            built.flush()  # a slice of its own, so that no flush (the swap's included) has much to write
+            collection.unflushed = 0
+            return False, False, len(pending)
+        deadline = time.perf_counter() + _REPLAY_SLICE_S
+        while pending:  # at least one operation per slice, so that the replay always advances
+            operation, points = pending[0]
             built.update(operation)
+            pending.popleft()  # only once applied: an engine error leaves it queued (and the build is abandoned)
+            collection.unflushed += points
+            if time.perf_counter() >= deadline:
+                break
+        if pending or collection.unflushed > _SWAP_UNFLUSHED_POINTS:
+            return False, False, len(pending)
+        return True, self._swap(collection), 0
+
+    def _swap(self, collection: _Collection) -> bool:
+        """Makes the caught-up copy the live shard; True when enough unindexed points came since for another build."""
+        built, build_dir = collection.built, collection.build_dir
+        assert built is not None and build_dir is not None
         built.flush()
-        built.close()
-        # From here the copy holds every acknowledged write; _recover_swap finishes this after a crash.
-        collection.shard.close()
-        (folder / _SHARD).rename(folder / _OLD)
-        (folder / _BUILD).rename(folder / _SHARD)
-        _fsync_dir(folder)
-        collection.shard = qe.EdgeShard.load(str(folder / _SHARD))
-        shutil.rmtree(folder / _OLD, ignore_errors=True)
+        # From here the copy holds every acknowledged write. Pointing meta.json at it is the atomic step: a crash
+        # before leaves the old live shard (with every write) and a leftover copy, after it the copy; opening the
+        # collection deletes whichever is left over (_recover_swap).
+        old = collection.folder / collection.meta.get("shard", _SHARD)
+        collection.meta["shard"] = build_dir.name
+        _write_json(collection.folder / _META, collection.meta)
+        # The copy is the live shard before anything else can fail: an abandoned build must not delete it.
+        replaced, collection.shard, collection.built, collection.build_dir = collection.shard, built, None, None
         collection.pending = None
-        info = collection.shard.info()
-        log.info("HNSW index of %s built: %d of %d points indexed", name, info.indexed_vectors_count, info.points_count)
+        replaced.close()
+        collection.retired = old
+        info = built.info()
+        log.info(
+            "HNSW index of %s built: %d of %d points indexed",
+            collection.name,
+            info.indexed_vectors_count,
+            info.points_count,
+        )
         collection.building = info.points_count - info.indexed_vectors_count >= self._index_threshold
         return collection.building
+
+    def _delete_retired(self, name: str) -> None:
+        collection = self._open.get(name)
+        retired = collection.retired if collection else None
+        if retired is not None:
+            collection.retired = None
+            shutil.rmtree(retired, ignore_errors=True)
 
     def _abandon_build(self, name: str) -> None:
         collection = self._open.get(name)
         if collection is not None:
             collection.building = False
             collection.pending = None
-            shutil.rmtree(collection.folder / _BUILD, ignore_errors=True)
+            if collection.built is not None:
+                collection.built.close()
+                collection.built = None
+            if collection.build_dir is not None:
+                shutil.rmtree(collection.build_dir, ignore_errors=True)
+                collection.build_dir = None
 
     async def export(self, name: str, batch: int = 256) -> AsyncIterator[tuple[list[StoredDocument], np.ndarray]]:
         """Every document with its vector, in batches (the migration to a server reads this)."""
@@ -527,15 +636,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _recover_swap(folder: Path) -> None:
-    """Finishes or forgets a build interrupted by a crash (see _finish_build for the order of the renames)."""
-    shard, build, old = folder / _SHARD, folder / _BUILD, folder / _OLD
-    if not shard.exists():
-        # Crashed between the two renames: the copy had every write before the first rename was made.
+def _recover_swap(folder: Path, live: str) -> str:
+    """Finishes or forgets a build interrupted by a crash; returns the live shard's folder name.
+
+    meta.json names the live shard; any other shard folder is a copy whose swap never happened (or the old shard
+    after one that did) and is deleted. Collections from before that pointer swapped by renames: a crash between
+    `shard -> shard.old` and `shard.build -> shard` left the complete copy, which is renamed into place.
+    """
+    shard, build, old = folder / live, folder / _BUILD, folder / _OLD
+    if live == _SHARD and not shard.exists():
         (build if build.exists() else old).rename(shard)
         _fsync_dir(folder)
-    for leftover in (build, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in folder.glob(f"{_SHARD}*"):
+        if leftover.name != live:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return live
 
 
 async def copy_collection(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import numpy as np
 import pytest
 
 from service.cli import main
+from service.clients import edge_store
 from service.clients.edge_store import EdgeStore
 from service.clients.vectorstore import (
     CollectionExists,
@@ -159,7 +161,55 @@ def test_background_index_build_keeps_writes_made_during_it(tmp_path):
     assert after[0].document.id == "d2999"
     assert count == points == 2999 and d7 is None and d2999 == docs[2999]
     assert indexed >= 1000  # the HNSW index covers what was there when the build began
-    assert not (tmp_path / "c" / "shard.build").exists()
+    assert len(list((tmp_path / "c").glob("shard*"))) == 1  # the copy became the live shard; the old one is gone
+
+
+def test_writes_arriving_while_the_build_is_replayed_are_all_kept(tmp_path, monkeypatch):
+    """A replay of one operation per slice, outpaced by a writer until writes are held: nothing acknowledged is lost."""
+    monkeypatch.setattr(edge_store, "_REPLAY_SLICE_S", 0.0)
+    monkeypatch.setattr(edge_store, "_REPLAY_SLICES_BEFORE_HOLD", 1000)
+    docs, vectors = corpus(1500, seed=4)
+    _, extra_vectors = corpus(500, seed=5)
+
+    async def scenario():
+        store = EdgeStore(tmp_path, index_threshold=1000)
+        await store.create("c", DIM, embedder="e", profile="p")
+        await store.upsert("c", docs, vectors)  # starts a build
+        expected = {d.id: d for d in docs}
+        during_replay = 0
+        for i in range(20_000):
+            # 100 rounds of writes while the child builds (queued for the replay), then more during the replay
+            while i >= 100 and store._tasks and store._open["c"].built is None:
+                await asyncio.sleep(0.005)
+            if not store._tasks:
+                break
+            replaying = store._open["c"].built is not None
+            batch = [StoredDocument(f"w{i}", f"new {i}", "", {"lang": "de"})]
+            await store.upsert("c", batch, extra_vectors[i % len(extra_vectors)][None, :])
+            expected.update((d.id, d) for d in batch)
+            even = 2 * i % len(docs)  # rewritten: the replay must keep the latest version
+            changed = StoredDocument(f"d{even}", f"rewritten {i}", "", {"lang": "xx"})
+            await store.upsert("c", [changed], vectors[even : even + 1])
+            expected[changed.id] = changed
+            if 2 * i + 1 < len(docs):
+                assert await store.delete("c", f"d{2 * i + 1}")
+                del expected[f"d{2 * i + 1}"]
+            during_replay += replaying
+        await store.wait_for_index()
+        points, indexed, _ = await store.shard_info("c")
+        stored = {d: await store.get("c", d) for d in [*expected, *(f"d{k}" for k in range(1500))]}
+        hits = await store.search("c", vectors[0], 5, {"lang": "xx"}, hnsw_ef=64)
+        state = (await store.count("c"), points, indexed, during_replay)
+        await store.aclose()
+        return expected, stored, hits, state
+
+    expected, stored, hits, (count, points, indexed, during_replay) = run(scenario())
+    assert during_replay > 100  # the writer outpaced the replay (the case under test), and was then held
+    assert indexed >= 1000  # the build was swapped in
+    assert count == points == len(expected)
+    assert {k: v for k, v in stored.items() if v is not None} == expected  # every write kept, every delete too
+    assert hits and all(h.document.metadata == {"lang": "xx"} for h in hits)
+    assert len(list((tmp_path / "c").glob("shard*"))) == 1
 
 
 def test_a_crash_between_the_swap_renames_is_recovered(tmp_path):
@@ -185,6 +235,35 @@ def test_a_crash_between_the_swap_renames_is_recovered(tmp_path):
     (folder / "shard").rename(folder / "shard.old")
     assert run(read()) == (50, docs[49])
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "shard"]
+
+
+def test_a_crash_before_or_after_meta_names_the_built_copy_is_recovered(tmp_path):
+    """The swap's atomic step is meta.json naming the copy: a stray copy (crash before it) or the replaced shard
+    (crash after it) is deleted on open, and the shard meta.json names is served."""
+    docs, vectors = corpus(1200, seed=6)
+
+    async def build():
+        store = EdgeStore(tmp_path, index_threshold=1000)
+        await store.create("c", DIM, embedder="e", profile="p")
+        await store.upsert("c", docs, vectors)
+        await store.wait_for_index()
+        await store.aclose()
+
+    async def read():
+        store = EdgeStore(tmp_path)
+        try:
+            return await store.count("c"), await store.get("c", "d1199"), (await store.shard_info("c"))[1]
+        finally:
+            await store.aclose()
+
+    run(build())
+    folder = tmp_path / "c"
+    live = json.loads((folder / "meta.json").read_text())["shard"]
+    assert live != "shard"  # the built copy was swapped in under its own name
+    shutil.copytree(folder / live, folder / "shard.0badc0py")  # a copy whose swap never happened
+    (folder / "shard").mkdir()  # the replaced shard, not yet deleted
+    assert run(read()) == (1200, docs[1199], 1200)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", live]
 
 
 def test_migrate_copies_documents_and_vectors_to_another_store(tmp_path):

@@ -32,7 +32,7 @@ async def readyz(request: Request) -> JSONResponse:
     dependencies = dict(zip(probes, states, strict=True))
     breakers = request.app.state.services.breakers
     for name, state in dependencies.items():
-        state.breaker = breakers.state(BREAKER_OF.get(name, name))
+        state.breaker = breakers.state(BREAKER_OF[name]) if name in BREAKER_OF else None
     principal = caller(request)
     if principal is None or not principal.may("admin"):
         dependencies = {

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import httpx
 import numpy as np
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from service.clients.breakers import Breakers, CircuitOpen
 from service.clients.http import openai_compatible_client
@@ -209,7 +209,7 @@ class RemoteEmbedder:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
             stop=stop_after_attempt(2),
-            wait=wait_exponential(multiplier=0.05, max=0.5),
+            wait=wait_exponential_jitter(initial=0.05, max=0.5),  # jittered: replicas do not retry in step
             reraise=True,
         )
         try:

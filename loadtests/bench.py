@@ -42,6 +42,8 @@ SCIFACT = REPO_ROOT.parent / "shared" / "data" / "beir" / "scifact"
 THINK_ENV = {"THINK_PROFILE": "hyde", "THINK_N": "8", "THINK_MAX_TOKENS": "64"}
 CONCURRENCY = (1, 4, 16, 64)
 COLLECTION = "bench"
+# A shared 2-core machine under load can take minutes to start vLLM: a benchmark waits rather than fails.
+VLLM_STARTUP_S = 900
 _fresh = itertools.count()
 
 
@@ -69,8 +71,9 @@ def corpus(n: int) -> list[dict]:
     return docs
 
 
-def start_gateway(port: int, thinker_url: str) -> subprocess.Popen[bytes]:
+def start_gateway(port: int, thinker_url: str, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, **THINK_ENV, "QDRANT_PATH": ":memory:", "THINKER_URL": thinker_url, "LOG_LEVEL": "WARNING"}
+    env.update(extra or {})
     env.pop("REDIS_URL", None)
     # Same session as this process (no setsid): the kernel's autogroups would otherwise skew the comparison.
     proc = subprocess.Popen(
@@ -107,7 +110,11 @@ def row(label: str, latencies: list[float], wall: float, extra: str = "") -> str
 
 
 class Bench:
-    def __init__(self, base: str, vllm: VLLMServer, docs: list[dict], requests: int) -> None:
+    def __init__(
+        self, base: str, vllm: VLLMServer, docs: list[dict], requests: int, concurrency: tuple[int, ...] = CONCURRENCY
+    ) -> None:
+        self.concurrency = concurrency
+        self.cold = True
         self.base = base
         self.vllm = vllm
         self.docs = docs
@@ -127,7 +134,7 @@ class Bench:
             batch = {"documents": self.docs[i : i + 256]}
             (await self.client.post(f"/v1/collections/{COLLECTION}/documents", json=batch)).raise_for_status()
         # The bare components, in this process: MiniLM, an in-process cache, embedded Qdrant with the same docs.
-        self.embedder = LocalEmbedder(None, self.settings.embedder_batch_size)
+        self.embedder = LocalEmbedder(None, self.settings.embedder_batch_size, self.settings.embedder_threads)
         self.store = VectorStore.connect(url=None, api_key=None, path=":memory:", timeout_s=10)
         dim = await self.embedder.dimension()
         await self.store.create(COLLECTION, dim, embedder=self.embedder.name, profile=self.profile.name)
@@ -173,7 +180,7 @@ class Bench:
         n, tokens = THINK_ENV["THINK_N"], THINK_ENV["THINK_MAX_TOKENS"]
         print(f"\n(a) sweep: {len(self.docs)} docs, n={n}, {tokens} new tokens")
         print(f"    {'':34} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'req/s':>9}")
-        for c in CONCURRENCY:
+        for c in self.concurrency:
             n = max(self.requests, 2 * c)
             results = {}
             inside.clear()
@@ -197,8 +204,10 @@ class Bench:
             cached_p50, direct_p50 = pct(results["cached think HTTP"][0], 50), pct(results["direct HTTP"][0], 50)
             print(f"    c={c:<3} cached think p50 / direct p50 {cached_p50 / direct_p50:.2f}   ({load()})")
         # Cold think last: its generations must not run under the figures above.
+        if not self.cold:
+            return
         cold_per_query: list[str] = []
-        for c in CONCURRENCY:
+        for c in self.concurrency:
             cold_n = max(c, 8)
             before = self.vllm.completion_requests()
             lat, wall = await at_concurrency(c, cold_n, http_cold)
@@ -248,11 +257,56 @@ class Bench:
         await self.store.aclose()
 
 
+async def versus(bases: dict[str, str], vllm: VLLMServer, args: argparse.Namespace) -> None:
+    """Cold think searches (distinct new queries) on two gateways that differ in one setting, alternating."""
+    clients = {label: httpx.AsyncClient(base_url=b, timeout=300) for label, b in bases.items()}
+    docs = corpus(args.docs)
+    try:
+        for client in clients.values():
+            assert (await client.post("/v1/collections", json={"name": COLLECTION})).status_code == 201
+            for i in range(0, len(docs), 256):
+                batch = {"documents": docs[i : i + 256]}
+                (await client.post(f"/v1/collections/{COLLECTION}/documents", json=batch)).raise_for_status()
+
+        def cold(client: httpx.AsyncClient) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                r = await client.post(
+                    f"/v1/collections/{COLLECTION}/search", json={"query": fresh_query(), "deadline_ms": 300_000}
+                )
+                r.raise_for_status()
+                assert r.json()["thought_cache"] == "miss", r.text
+
+            return call
+
+        for client in clients.values():  # warm both up (model load, first generation)
+            await at_concurrency(2, 4, cold(client))
+        n, tokens = THINK_ENV["THINK_N"], THINK_ENV["THINK_MAX_TOKENS"]
+        print(f"\n(versus) cold think, {len(docs)} docs, n={n}, {tokens} new tokens, {args.rounds} rounds alternating")
+        print(f"    {'':34} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'req/s':>9}")
+        for c in args.cold_concurrency:
+            merged: dict[str, tuple[list[float], float]] = {label: ([], 0.0) for label in clients}
+            for round_ in range(args.rounds):
+                for label, client in clients.items():
+                    lat, wall = await at_concurrency(c, max(args.requests, 2 * c), cold(client))
+                    print(row(f"c={c:<3} {label} r{round_ + 1}", lat, wall))
+                    merged[label] = (merged[label][0] + lat, merged[label][1] + wall)
+            (a_lat, a_wall), (b_lat, b_wall) = merged.values()
+            a, b = merged
+            ratio = f"c={c:<3} {b} / {a}: p50 {pct(b_lat, 50) / pct(a_lat, 50):.2f}, req/s "
+            print(f"    {ratio}{(len(b_lat) / b_wall) / (len(a_lat) / a_wall):.2f}   ({load()})")
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
 async def run(base: str, vllm: VLLMServer, args: argparse.Namespace) -> None:
-    bench = Bench(base, vllm, corpus(args.docs), args.requests)
+    bench = Bench(base, vllm, corpus(args.docs), args.requests, tuple(args.concurrency))
+    bench.cold = not args.hot
     try:
         await bench.setup()
         await bench.sweep()
+        if args.hot:
+            return
         await bench.batch_vs_single()
         await bench.streaming(args.stream_rounds)
     finally:
@@ -265,13 +319,28 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="searches per scenario and concurrency (min 2c)")
     parser.add_argument("--stream-rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="fewer docs and requests: under two minutes")
+    parser.add_argument(
+        "--versus",
+        default=None,
+        metavar="ENV=VALUE[,ENV=VALUE]",
+        help="only cold think: a second gateway with these settings beside the default one, alternating",
+    )
+    parser.add_argument("--cold-concurrency", default="1,8", help="with --versus: concurrencies, comma separated")
+    parser.add_argument("--rounds", type=int, default=2, help="with --versus: alternations")
+    parser.add_argument("--hot", action="store_true", help="only the cached think and direct sweep (a)")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="sweep concurrencies")
     args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if args.quick:
         args.docs, args.requests, args.stream_rounds = 500, 20, 4
+    args.cold_concurrency = [int(c) for c in args.cold_concurrency.split(",")]
+    if args.versus:
+        compare_settings(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny")
-        with VLLMServer(model, "tiny-think") as vllm:
+        with VLLMServer(model, "tiny-think", startup_timeout=VLLM_STARTUP_S) as vllm:
             port = free_port()
             gateway = start_gateway(port, vllm.base_url)
             try:
@@ -281,6 +350,23 @@ def main() -> None:
             finally:
                 gateway.terminate()
                 gateway.wait(30)
+
+
+def compare_settings(args: argparse.Namespace) -> None:
+    extra = dict(kv.split("=", 1) for kv in args.versus.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_tiny_model(Path(tmp) / "tiny")
+        with VLLMServer(model, "tiny-think", startup_timeout=VLLM_STARTUP_S) as vllm:
+            gateways = {}
+            try:
+                for label, env in (("default", {}), (args.versus, extra)):
+                    port = free_port()
+                    gateways[label] = (f"http://127.0.0.1:{port}", start_gateway(port, vllm.base_url, env))
+                asyncio.run(versus({label: base for label, (base, _) in gateways.items()}, vllm, args))
+            finally:
+                for _, proc in gateways.values():
+                    proc.terminate()
+                    proc.wait(30)
 
 
 if __name__ == "__main__":

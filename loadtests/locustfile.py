@@ -56,7 +56,7 @@ class SearchTarget:
 
     def search(self, user: FastHttpUser, query: str, name: str) -> None:
         if TARGET == "peer":
-            body, path = {"query": query, "k": 10}, "/search"
+            body, path = {"query": query, "top_k": 10}, "/search"
         else:
             body, path = {"query": query, "top_k": 10}, f"/v1/collections/{COLLECTION}/search"
         with user.client.post(path, data=json.dumps(body), headers=self.headers, name=name, catch_response=True) as r:

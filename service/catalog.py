@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from service import metrics
 from service.api.protocol import DocumentIn
 from service.clients.embedder import Embedder
-from service.clients.vectorstore import CollectionInfo, CollectionNotFound, HnswParams, Store, StoredDocument
+from service.clients.vectorstore import (
+    ChunkingParams,
+    CollectionInfo,
+    HnswParams,
+    Store,
+    StoredDocument,
+)
+from service.ingest.chunking import Chunker
 from service.search.profiles import ThinkProfile
 
 
 class Catalog:
-    def __init__(self, store: Store, embedder: Embedder, profile: ThinkProfile) -> None:
+    def __init__(self, store: Store, embedder: Embedder, profile: ThinkProfile, chunker: Chunker) -> None:
         self.store = store
         self.embedder = embedder
         self.profile = profile
+        self.chunker = chunker
 
-    async def create_collection(self, name: str, hnsw: HnswParams | None = None) -> CollectionInfo:
+    async def create_collection(
+        self,
+        name: str,
+        hnsw: HnswParams | None = None,
+        chunking: ChunkingParams | None = None,
+        *,
+        sparse: bool = True,
+    ) -> CollectionInfo:
         dimension = await self.embedder.dimension()
-        await self.store.create(name, dimension, embedder=self.embedder.name, profile=self.profile.name, hnsw=hnsw)
+        await self.store.create(
+            name,
+            dimension,
+            embedder=self.embedder.name,
+            profile=self.profile.name,
+            hnsw=hnsw,
+            chunking=chunking,
+            sparse=sparse,
+        )
         metrics.COLLECTION_DOCUMENTS.labels(name).set(0)
         return await self.store.info(name)
 
@@ -36,19 +60,23 @@ class Catalog:
         with contextlib.suppress(KeyError):  # no series yet for a collection made by another replica
             metrics.COLLECTION_DOCUMENTS.remove(name)
 
-    async def upsert(self, collection: str, documents: list[DocumentIn]) -> int:
-        """All-or-nothing: the request was validated whole before this; one Qdrant upsert writes it."""
-        if not await self.store.exists(collection):  # 404 before spending time on embeddings
-            raise CollectionNotFound(collection)
+    async def upsert(self, collection: str, documents: list[DocumentIn]) -> tuple[int, int]:
+        """All-or-nothing: the request was validated whole before this; one Qdrant upsert writes it (a chunked
+        collection: the chunks, then the parents' chunks of earlier writes are deleted).
+        Returns (documents upserted, documents truncated to the embedder's window)."""
+        chunking = await self.store.chunking(collection)  # 404 before spending time on embeddings
         # Duplicate ids in one request: the last one wins.
         latest = {d.id: d for d in documents}
         docs = [StoredDocument(d.id, d.text, d.title, d.metadata) for d in latest.values()]
-        texts = [self.profile.document_text(d.title, d.text) for d in docs]
-        vectors = await self.embedder.embed(texts, documents=True)
-        await self.store.upsert(collection, docs, vectors)
+        prepared = await asyncio.to_thread(self.chunker.prepare, docs, chunking)
+        vectors = await self.embedder.embed(prepared.texts, documents=True)
+        await self.store.upsert(collection, prepared.documents, vectors)
         metrics.DOCUMENTS_UPSERTED.labels(collection).inc(len(docs))
+        metrics.DOCUMENTS_TRUNCATED.labels("upsert").inc(len(prepared.truncated))
+        if chunking:
+            metrics.DOCUMENT_CHUNKS.labels("upsert").inc(len(prepared.documents))
         metrics.COLLECTION_DOCUMENTS.labels(collection).set(await self.store.count(collection))
-        return len(docs)
+        return len(docs), len(prepared.truncated)
 
     async def get(self, collection: str, document_id: str) -> StoredDocument | None:
         return await self.store.get(collection, document_id)

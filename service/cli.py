@@ -31,20 +31,40 @@ def serve(args: argparse.Namespace) -> None:
     DrainingServer(config, app, drain_s=settings.shutdown_drain_s).run()
 
 
-def evaluate(args: argparse.Namespace) -> None:
-    from service.evaluation import run_evaluation
+def _retrievals(value: str) -> list[str]:
+    modes = [m.strip() for m in value.split(",") if m.strip()]
+    if not modes or set(modes) - {"dense", "sparse", "hybrid"}:
+        raise argparse.ArgumentTypeError(f"{value!r}: comma-separated dense, sparse, hybrid")
+    return modes
 
-    run_evaluation(
+
+def evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from service.evaluation import MODES, evaluate_rows, markdown_table, write_report
+
+    modes = args.modes.split(",") if args.modes else ["think" if args.think else "direct"]
+    if unknown := set(modes) - set(MODES):
+        raise SystemExit(f"--modes: unknown {sorted(unknown)}; choose from {', '.join(MODES)}")
+    # Each retrieval mode given adds rows; none given sends no `retrieval` field (the server's default).
+    retrievals = args.retrieval or [None]
+    rows = evaluate_rows(
         base_url=args.url,
         data_dir=args.data,
         collection=args.collection,
-        think=args.think,
+        modes=modes,
+        retrievals=retrievals,
         api_key=args.api_key or os.environ.get("THINKSEARCH_API_KEY"),
         split=args.split,
         max_queries=args.max_queries,
         concurrency=args.concurrency,
         skip_ingest=args.skip_ingest,
+        reuse=args.reuse,
     )
+    print(markdown_table(rows))
+    if args.report:
+        context = {"data": args.data, "collection": args.collection, "url": args.url, "concurrency": args.concurrency}
+        print(f"report: {write_report(rows, Path(args.report), context)}")
 
 
 def migrate(args: argparse.Namespace) -> None:
@@ -75,7 +95,7 @@ def migrate(args: argparse.Namespace) -> None:
 
 
 def warm(args: argparse.Namespace) -> None:
-    """Send a query log (one query per line) to POST /v1/collections/{c}/warm in chunks; a bar per query."""
+    """Start a warming job per chunk of a query log (one query per line) and follow it: a bar per query."""
     import time
 
     import httpx
@@ -92,13 +112,30 @@ def warm(args: argparse.Namespace) -> None:
         for i in range(0, len(queries), args.chunk):
             chunk = queries[i : i + args.chunk]
             response = client.post(f"/v1/collections/{args.collection}/warm", json={"queries": chunk})
-            if response.status_code != 200:
+            if response.status_code != 202:
                 bar.close()
                 sys.exit(f"warming failed: HTTP {response.status_code}: {response.text[:300]}")
-            for key, value in response.json().items():
-                totals[key] = totals.get(key, 0) + value
-            bar.update(len(chunk))
-            bar.set_postfix(skipped=totals["skipped"], failed=totals["failed"])
+            job, shown = response.json(), 0
+            while True:  # follow the job: its counts move as queries finish
+                progress = job["warm"]
+                bar.update(progress["done"] - shown)
+                shown = progress["done"]
+                bar.set_postfix(
+                    skipped=totals["skipped"] + progress["skipped"], failed=totals["failed"] + progress["failed"]
+                )
+                if job["status"] not in ("queued", "running"):
+                    break
+                time.sleep(0.25)
+                response = client.get(f"/v1/jobs/{job['job_id']}")
+                if response.status_code != 200:
+                    bar.close()
+                    sys.exit(f"following warming job {job['job_id']} failed: HTTP {response.status_code}")
+                job = response.json()
+            for key in totals:
+                totals[key] += progress[key]
+            if job["status"] != "succeeded":
+                bar.close()
+                sys.exit(f"warming job {job['job_id']} {job['status']}: {job.get('error') or ''}")
     elapsed = time.perf_counter() - started
     print(
         f"{totals['queries']} queries in {elapsed:.1f} s ({totals['queries'] / elapsed:.1f} queries/s): "
@@ -166,6 +203,16 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--collection", required=True)
     p_eval.add_argument("--url", default="http://127.0.0.1:8000")
     p_eval.add_argument("--think", action="store_true", help="search in think mode (default: direct)")
+    p_eval.add_argument("--modes", default=None, help="comma-separated search modes, e.g. direct,think (one row each)")
+    p_eval.add_argument(
+        "--retrieval",
+        type=_retrievals,
+        default=None,
+        help="comma-separated dense,sparse,hybrid: one row each (x --modes); sent in each search (default: the "
+        "service's, hybrid where the collection has a sparse side)",
+    )
+    p_eval.add_argument("--report", default=None, help="folder for report.md and report.json")
+    p_eval.add_argument("--reuse", action="store_true", help="keep a collection that already holds the whole corpus")
     p_eval.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY")
     p_eval.add_argument("--split", default="test")
     p_eval.add_argument("--max-queries", type=int, default=None)
@@ -185,8 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     p_warm.add_argument("--collection", required=True)
     p_warm.add_argument("--url", default="http://127.0.0.1:8000")
     p_warm.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY")
-    p_warm.add_argument("--chunk", type=int, default=64, help="queries per request (<= MAX_WARM_QUERIES_PER_REQUEST)")
-    p_warm.add_argument("--timeout", type=float, default=600.0, help="seconds per chunk")
+    p_warm.add_argument(
+        "--chunk", type=int, default=1000, help="queries per job, one after the other (<= MAX_WARM_QUERIES_PER_REQUEST)"
+    )
+    p_warm.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     p_warm.set_defaults(func=warm)
     add_ingest_commands(sub)
 

@@ -32,9 +32,11 @@ from service.clients.vectorstore import (
     open_store,
 )
 from service.ingest.broker import JobNotFound, QueueFull, QueueUnavailable
+from service.ingest.chunking import make_chunker
 from service.ingest.service import Ingestion, make_broker, make_worker
 from service.search.coalescing import AcrossReplicas
 from service.search.pipeline import SearchPipeline
+from service.search.warming import Warming
 from service.search.profiles import make_profile
 from service.settings import Settings, get_settings
 
@@ -54,6 +56,7 @@ class Services:
     leases: Leases
     breakers: Breakers
     ingestion: Ingestion | None = None  # bulk ingestion (issue 5)
+    warming: Warming | None = None  # warming jobs (issue 6)
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
         """Readiness checks by dependency name (see /readyz)."""
@@ -93,6 +96,8 @@ class Services:
         if self.ingestion is not None:
             with contextlib.suppress(Exception):
                 await self.ingestion.aclose()
+        if self.warming is not None:
+            await self.warming.aclose()
         await self.pipeline.aclose()
         for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store):
             if client is not None:
@@ -122,6 +127,7 @@ async def open_embedder(settings: Settings, breakers: Breakers | None = None) ->
         timeout_s=settings.embedder_timeout_s,
         batch_size=settings.embedder_batch_size,
         breakers=breakers,
+        threads=settings.embedder_threads,
     )
 
 
@@ -155,18 +161,20 @@ async def open_services(settings: Settings) -> Services:
     # Bulk ingestion: the gateway's own worker unless separate `thinksearch worker` processes do the work.
     broker = make_broker(settings)
     worker = make_worker(settings, broker, store, embedder, profile) if settings.ingest_worker else None
+    pipeline = SearchPipeline(settings, profile, thinker, cache, embedder, store, replicas)
     return Services(
         settings=settings,
         store=store,
         embedder=embedder,
         cache=cache,
         thinker=thinker,
-        catalog=Catalog(store, embedder, profile),
-        pipeline=SearchPipeline(settings, profile, thinker, cache, embedder, store, replicas),
+        catalog=Catalog(store, embedder, profile, make_chunker(embedder, profile, settings.embedder_max_tokens)),
+        pipeline=pipeline,
         leases=leases,
         limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
         breakers=breakers,
         ingestion=Ingestion(settings, broker, store, worker),
+        warming=Warming(pipeline, broker, settings.warm_concurrency),
     )
 
 

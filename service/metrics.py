@@ -70,6 +70,15 @@ INGEST_JOBS = Gauge("thinksearch_ingest_jobs", "Ingestion jobs known to this pro
 INGEST_DOCUMENTS = Counter(
     "thinksearch_ingest_documents_total", "Bulk documents by outcome (ingested, rejected).", ["outcome"]
 )
+DOCUMENTS_TRUNCATED = Counter(
+    "thinksearch_documents_truncated_total",
+    "Documents longer than the embedder's window in collections without chunking (only their beginning is "
+    "embedded), by path (upsert, bulk).",
+    ["path"],
+)
+DOCUMENT_CHUNKS = Counter(
+    "thinksearch_document_chunks_total", "Chunks written for documents of chunked collections, by path.", ["path"]
+)
 INGEST_QUEUE_LENGTH = Gauge("thinksearch_ingest_queue_length", "Queued documents not yet acknowledged.")
 INGEST_OLDEST_PENDING = Gauge(
     "thinksearch_ingest_oldest_pending_seconds", "Age of the oldest queued document not yet acknowledged."

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     query2doc_separator: str = " [SEP] "
     # Default latency budget of a search; past it a search answers in direct mode (degraded).
     search_deadline_ms: int = Field(default=10_000, ge=1)
+    # Hybrid retrieval (dense + BM25, fused in the engine): the fusion, RRF's k, and candidates taken from each side.
+    search_fusion: Literal["rrf", "dbsf"] = "rrf"
+    search_rrf_k: int = Field(default=60, ge=1)
+    search_hybrid_prefetch: int = Field(default=100, ge=1, le=10_000)
 
     # Embedder: an OpenAI-compatible /v1/embeddings server, or in-process sentence-transformers.
     embedder_url: str | None = None
@@ -81,6 +85,12 @@ class Settings(BaseSettings):
     # Texts per forward pass (in-process) or per request (server). 16 measured fastest for MiniLM on 2 CPU cores
     # (less padding) and keeps the peak RSS lower than 32 or 64.
     embedder_batch_size: int = Field(default=16, ge=1)
+    # In-process embedder: torch threads of the document lane (ingestion); 0 = torch's default (one per core). The
+    # query lane always runs one thread (measured ~3x faster per cold search beside vLLM, docs/decisions.md).
+    embedder_threads: int = Field(default=0, ge=0)
+    # Tokens a remote embedder reads (special tokens included), for chunking and truncation counts; the in-process
+    # model reports its own (MiniLM: 256).
+    embedder_max_tokens: int = Field(default=256, ge=8)
 
     # Auth: {"key": ["search", ...], "sha256:<hex of the key's SHA-256>": {"scopes": [...], "name": ...,
     # "rate_limits": {...}}}; empty = open (development). Hashed entries keep raw keys out of the configuration.
@@ -102,6 +112,9 @@ class Settings(BaseSettings):
     # background to fill the cache, at most THINK_MAX_BACKGROUND at once; past it they are cancelled (counted).
     think_max_in_flight: int = Field(default=64, ge=1)
     think_max_background: int = Field(default=64, ge=0)
+    # Stream the n choices from the worker and embed each as it finishes (overlaps embedding with generation).
+    # Off by default: measured not to pay on the reference setup (docs/decisions.md).
+    think_stream: bool = False
     # Circuit breakers: after this many consecutive failures a dependency is not called for BREAKER_RESET_S, then
     # probed again by the next call.
     breaker_threshold: int = Field(default=5, ge=1)
@@ -123,8 +136,8 @@ class Settings(BaseSettings):
     query_vector_cache_size: int = Field(default=10_000, ge=0)
     # Queries per POST .../search/batch.
     max_batch_queries: int = Field(default=64, ge=1)
-    # Warming: queries per POST .../warm, and worker requests kept in flight while warming.
-    max_warm_queries_per_request: int = Field(default=256, ge=1)
+    # Warming: queries per POST .../warm (one job), and worker requests kept in flight while warming.
+    max_warm_queries_per_request: int = Field(default=10_000, ge=1)
     warm_concurrency: int = Field(default=8, ge=1)
     # --- Bulk ingestion (issue 5): queue, jobs, workers. With REDIS_URL: Redis Streams, durable; else in-process.
     # Documents per queue read / embed batch / Qdrant write of a worker.

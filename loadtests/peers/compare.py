@@ -9,6 +9,11 @@ times, with the load average beside every figure:
 - a burst of 32 identical cold queries: wall time and LLM calls;
 - 50 distinct cold queries at concurrency 1: p50;
 - distinct cold queries at concurrency 8: throughput.
+
+Both sides keep their collections in qdrant-client's in-memory local mode, and ThinkSearch searches with the
+peer's retrieval, dense (`--retrieval hybrid` to time its default instead: local mode runs the BM25 side and the
+fusion in Python, so there it costs far more than on the Edge store or a Qdrant server; loadtests/hybrid_bench.py
+measures hybrid against dense on the default store).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from loadtests.bench import SCIFACT, load
+from loadtests.bench import SCIFACT, VLLM_STARTUP_S, load
 from service.evaluation import read_jsonl
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port, wait_http
 from tests.support.tinymodel import build_tiny_model
@@ -43,9 +48,10 @@ class System:
     url: str
     search_path: str
     proc: subprocess.Popen[bytes]
+    extra: dict | None = None  # fields ThinkSearch's searches carry
 
     def body(self, query: str) -> dict:
-        return {"query": query, "deadline_ms": 600_000} if "ThinkSearch" in self.name else {"query": query}
+        return {"query": query, **self.extra} if self.extra is not None else {"query": query}
 
 
 def documents(n: int) -> list[dict]:
@@ -78,7 +84,7 @@ def start_peer(vllm: VLLMServer, docs_file: Path) -> System:
     return System("LangChain HyDE peer (n=1)", f"http://127.0.0.1:{port}", "/search", proc)
 
 
-def start_thinksearch(vllm: VLLMServer, docs: list[dict], n: int) -> System:
+def start_thinksearch(vllm: VLLMServer, docs: list[dict], n: int, retrieval: str) -> System:
     port = free_port()
     env = {
         "THINK_PROFILE": "hyde",
@@ -97,10 +103,12 @@ def start_thinksearch(vllm: VLLMServer, docs: list[dict], n: int) -> System:
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", 300, proc=proc)
     with httpx.Client(base_url=url, timeout=600) as client:
-        client.post("/v1/collections", json={"name": "scifact"}).raise_for_status()
+        collection = {"name": "scifact", "sparse": retrieval != "dense"}
+        client.post("/v1/collections", json=collection).raise_for_status()
         for i in range(0, len(docs), 256):
             client.post("/v1/collections/scifact/documents", json={"documents": docs[i : i + 256]}).raise_for_status()
-    return System(f"ThinkSearch (n={n})", url, "/v1/collections/scifact/search", proc)
+    extra = {"deadline_ms": 600_000, "retrieval": retrieval}
+    return System(f"ThinkSearch (n={n})", url, "/v1/collections/scifact/search", proc, extra)
 
 
 def fresh(tag: str, i: int) -> str:
@@ -178,6 +186,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--distinct", type=int, default=50)
     parser.add_argument("--throughput", type=int, default=48, help="distinct queries sent at concurrency 8")
+    parser.add_argument(
+        "--retrieval", choices=["dense", "hybrid"], default="dense", help="ThinkSearch's (the peer's is dense)"
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -190,13 +201,16 @@ def main() -> None:
         docs_file = Path(tmp) / "docs.jsonl"
         docs_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
         model = build_tiny_model(Path(tmp) / "tiny")
-        with VLLMServer(model, "tiny-think") as vllm:
+        with VLLMServer(model, "tiny-think", startup_timeout=VLLM_STARTUP_S) as vllm:
             systems: list[System] = []
             try:
                 systems.append(start_peer(vllm, docs_file))
-                systems.append(start_thinksearch(vllm, docs, 1))
-                systems.append(start_thinksearch(vllm, docs, 8))
-                print(f"\n{len(docs)} SciFact documents, {MAX_TOKENS} new tokens, one vLLM CPU server ({load()})")
+                systems.append(start_thinksearch(vllm, docs, 1, args.retrieval))
+                systems.append(start_thinksearch(vllm, docs, 8, args.retrieval))
+                print(
+                    f"\n{len(docs)} SciFact documents, {MAX_TOKENS} new tokens, one vLLM CPU server, ThinkSearch "
+                    f"retrieval {args.retrieval} ({load()})"
+                )
                 asyncio.run(run(systems, vllm, args))
             finally:
                 for s in systems:

@@ -134,7 +134,7 @@ async def _within_rate(request: Request, principal: Principal, scope: Scope) -> 
     add_response_headers(headers)
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:  # async: no thread-pool hop per request
     """415 for a body that is not JSON, instead of a confusing validation error."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):

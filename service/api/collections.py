@@ -5,13 +5,14 @@ from fastapi import APIRouter, Depends, Response
 from service.api.auth import require, require_json
 from service.api.deps import CatalogDep, CollectionName
 from service.api.protocol import (
+    ChunkingConfig,
     CollectionCreate,
     CollectionCreated,
     CollectionDetail,
     CollectionList,
     CollectionSummary,
 )
-from service.clients.vectorstore import HnswParams
+from service.clients.vectorstore import ChunkingParams, CollectionInfo, HnswParams
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -24,8 +25,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 )
 async def create_collection(body: CollectionCreate, catalog: CatalogDep) -> CollectionCreated:
     hnsw = HnswParams(m=body.hnsw.m, ef_construct=body.hnsw.ef_construct) if body.hnsw else None
-    info = await catalog.create_collection(body.name, hnsw)
-    return CollectionCreated(name=info.name, dimension=info.dimension, distance=info.distance, embedder=info.embedder)
+    chunking = ChunkingParams(body.chunking.max_tokens, body.chunking.overlap) if body.chunking else None
+    info = await catalog.create_collection(body.name, hnsw, chunking, sparse=body.sparse)
+    return CollectionCreated(**_described(info))
 
 
 @router.get("", response_model=CollectionList, dependencies=[require("search")])
@@ -37,12 +39,22 @@ async def list_collections(catalog: CatalogDep) -> CollectionList:
 @router.get("/{name}", response_model=CollectionDetail, dependencies=[require("search")])
 async def get_collection(name: CollectionName, catalog: CatalogDep) -> CollectionDetail:
     info = await catalog.describe(name)
-    return CollectionDetail(
-        name=info.name, count=info.count, dimension=info.dimension, distance=info.distance, embedder=info.embedder
-    )
+    return CollectionDetail(count=info.count, **_described(info))
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=[require("admin")])
 async def delete_collection(name: CollectionName, catalog: CatalogDep) -> Response:
     await catalog.drop_collection(name)
     return Response(status_code=204)
+
+
+def _described(info: CollectionInfo) -> dict:
+    """The fields a created collection and a described one share."""
+    return {
+        "name": info.name,
+        "dimension": info.dimension,
+        "distance": info.distance,
+        "embedder": info.embedder,
+        "sparse": info.sparse,
+        "chunking": ChunkingConfig(**info.chunking.as_meta()) if info.chunking else None,
+    }

@@ -16,7 +16,8 @@ async def upsert_documents(
     name: CollectionName, body: UpsertRequest, catalog: CatalogDep, settings: SettingsDep
 ) -> UpsertResponse:
     check_upsert(body, settings)
-    return UpsertResponse(upserted=await catalog.upsert(name, body.documents))
+    upserted, truncated = await catalog.upsert(name, body.documents)
+    return UpsertResponse(upserted=upserted, truncated=truncated)
 
 
 # `:path` because document ids may contain "/" (percent-encoded or not).

@@ -6,21 +6,23 @@ from fastapi import APIRouter, Query
 
 from service.api.auth import require
 from service.api.deps import IngestionDep
-from service.api.protocol import JobLineError, JobList, JobOut
+from service.api.protocol import JobLineError, JobList, JobOut, WarmProgress
 from service.ingest.broker import Job, iso
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 def job_out(job: Job) -> JobOut:
+    warm = _warm_progress(job) if job.kind == "warm" else None
     return JobOut(
         job_id=job.job_id,
         collection=job.collection,
         status=job.status,  # type: ignore[arg-type]
-        total=job.total,
-        accepted=job.accepted,
-        processed=job.processed,
-        failed=job.failed,
+        # A warm job's queries in the ingest fields too: queries read, queries finished, queries failed.
+        total=warm.queries if warm else job.total,
+        accepted=warm.queries if warm else job.accepted,
+        processed=warm.done if warm else job.processed,
+        failed=warm.failed if warm else job.failed,
         truncated=job.truncated,
         errors=[JobLineError(**e) for e in job.errors],
         error=job.error,
@@ -29,7 +31,17 @@ def job_out(job: Job) -> JobOut:
         started_at=iso(job.started_at),
         finished_at=iso(job.finished_at),
         documents_per_second=job.documents_per_second(),
+        kind=job.kind,  # type: ignore[arg-type]
+        warm=warm,
     )
+
+
+def _warm_progress(job: Job) -> WarmProgress:
+    p = {k: job.progress.get(k, 0) for k in ("queries", "done", "skipped", "warmed", "failed", "worker_requests")}
+    rate = None
+    if job.started_at is not None and p["done"]:
+        rate = p["done"] / max((job.finished_at or job.updated_at) - job.started_at, 1e-3)
+    return WarmProgress(**p, queries_per_second=rate)
 
 
 @router.get("", response_model=JobList, dependencies=[require("ingest")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 SCALARS = (str, int, float, bool, type(None))
 
@@ -60,9 +60,26 @@ class HnswConfig(Strict):
     ef_construct: int = Field(default=100, ge=4, le=1000)
 
 
+class ChunkingConfig(Strict):
+    """Split documents longer than `max_tokens` (embedder tokens, capped at its window) into chunks that overlap
+    by `overlap` tokens; search returns each document once, scored by its best chunk."""
+
+    max_tokens: int = Field(default=256, ge=32, le=8192)
+    overlap: int = Field(default=32, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_under_half(self) -> ChunkingConfig:
+        if self.overlap * 2 > self.max_tokens:
+            raise ValueError("overlap must be at most half of max_tokens")
+        return self
+
+
 class CollectionCreate(Strict):
     name: str = Field(pattern=COLLECTION_NAME)
     hnsw: HnswConfig | None = None
+    # A BM25 sparse vector beside the dense one (sparse and hybrid retrieval); fixed at creation.
+    sparse: bool = True
+    chunking: ChunkingConfig | None = None  # off unless given
 
 
 class CollectionCreated(BaseModel):
@@ -70,6 +87,8 @@ class CollectionCreated(BaseModel):
     dimension: int
     distance: str
     embedder: str
+    sparse: bool = False  # has a BM25 sparse vector (sparse and hybrid retrieval)
+    chunking: ChunkingConfig | None = None  # long documents split into chunks (null: off)
 
 
 class CollectionSummary(BaseModel):
@@ -101,6 +120,7 @@ class UpsertRequest(Strict):
 
 class UpsertResponse(BaseModel):
     upserted: int
+    truncated: int = 0  # documents past the embedder's window, embedded from their beginning (no chunking)
 
 
 class DocumentOut(BaseModel):
@@ -124,6 +144,9 @@ class SearchRequest(Strict):
     hnsw_ef: int | None = Field(default=None, ge=1, le=4096)
     # Answer as Server-Sent Events: direct results first, then think results (docs/api.md).
     stream: bool = False
+    # dense (embeddings), sparse (BM25) or hybrid (both, fused in the engine); unset: hybrid where the
+    # collection has a sparse side, else dense.
+    retrieval: Literal["dense", "sparse", "hybrid"] | None = None
 
 
 class SearchHit(DocumentOut):
@@ -137,6 +160,8 @@ class SearchResponse(BaseModel):
     degraded: bool
     thoughts: list[str] | None
     timings_ms: dict[str, float]
+    # What answered: a collection without a sparse side answers dense whatever was asked.
+    retrieval: Literal["dense", "sparse", "hybrid"] = "dense"
 
 
 # --- batch search, streaming, warming (issue 6) ---
@@ -162,12 +187,16 @@ class WarmRequest(Strict):
     queries: list[NonBlank] = Field(min_length=1)
 
 
-class WarmResponse(BaseModel):
+class WarmProgress(BaseModel):
+    """A warm job's counts (`kind: "warm"` jobs only)."""
+
     queries: int
-    skipped: int
-    warmed: int
+    done: int  # queries finished, whatever their outcome
+    skipped: int  # already cached
+    warmed: int  # thought (or embedded) and cached now
     failed: int
     worker_requests: int
+    queries_per_second: float | None
 
 
 # --- health ---
@@ -220,6 +249,8 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     documents_per_second: float | None
+    kind: Literal["ingest", "warm"] = "ingest"
+    warm: WarmProgress | None = None  # a warm job's progress
 
 
 class JobList(BaseModel):

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from service.api.auth import require, require_json
-from service.api.deps import CollectionName, PipelineDep, SettingsDep
+from service.api.deps import CollectionName, PipelineDep, SettingsDep, WarmingDep
 from service.api.limits import check_batch, check_search, check_warm
 from service.api.middleware import annotate_request
-from service.api.problems import RETRY_AFTER_S, Problem
+from service.api.problems import Problem
 from service.api.protocol import (
     BatchSearchRequest,
     BatchSearchResponse,
@@ -19,9 +19,10 @@ from service.api.protocol import (
     SearchRequest,
     SearchResponse,
     StreamDone,
+    JobOut,
     WarmRequest,
-    WarmResponse,
 )
+from service.api.jobs import job_out
 from service.clients.vectorstore import CollectionNotFound
 from service.search.pipeline import SearchOutcome, SearchPipeline
 
@@ -46,6 +47,7 @@ def to_response(outcome: SearchOutcome) -> SearchResponse:
         degraded=outcome.degraded,
         thoughts=outcome.thoughts,
         timings_ms=outcome.timings_ms,
+        retrieval=outcome.retrieval,  # type: ignore[arg-type]
     )
 
 
@@ -131,17 +133,24 @@ def _json(model: SearchResponse | BatchSearchResponse) -> Response:
 
 @router.post(
     "/warm",
-    response_model=WarmResponse,
+    status_code=202,
+    response_model=JobOut,
     dependencies=[require("ingest"), Depends(require_json)],
 )
-async def warm(name: CollectionName, body: WarmRequest, pipeline: PipelineDep, settings: SettingsDep) -> WarmResponse:
-    """Think, embed and cache the queries ahead of traffic (the collection only scopes the route for now)."""
+async def warm(
+    name: CollectionName, body: WarmRequest, pipeline: PipelineDep, warming: WarmingDep, settings: SettingsDep
+) -> Response:
+    """Think, embed and cache the queries ahead of traffic, as a job: 202 now, progress at GET /v1/jobs/{id}.
+    (The collection only scopes the route: the cached vectors do not depend on it.)"""
     check_warm(body, settings)
     if pipeline.thinker is None:
         raise Problem(409, "No thought worker is configured (THINKER_URL): there is nothing to warm.")
     if not await pipeline.store.exists(name):
         raise CollectionNotFound(name)
-    summary = await pipeline.warm(body.queries, settings.warm_concurrency)
-    if summary.failed == summary.queries:
-        raise Problem(503, "The thought worker is unavailable.", headers={"Retry-After": str(RETRY_AFTER_S)})
-    return WarmResponse(**summary.__dict__)
+    job = await warming.start(name, body.queries)
+    return Response(
+        job_out(job).model_dump_json(),
+        status_code=202,
+        media_type="application/json",
+        headers={"Location": f"/v1/jobs/{job.job_id}"},
+    )

@@ -19,6 +19,7 @@ before it replaces the live one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +37,12 @@ from typing import Any, TypeVar
 import numpy as np
 import qdrant_edge as qe
 
+from service.clients.sparse import SPARSE_VECTOR, bm25, sparse_text
 from service.clients.vectorstore import (
+    CHUNK_KEY,
+    PARENT_KEY,
+    WRITE_KEY,
+    ChunkingParams,
     CollectionExists,
     CollectionInfo,
     CollectionNotFound,
@@ -48,7 +54,15 @@ from service.clients.vectorstore import (
     StoredDocument,
     StoreUnavailable,
     VectorMismatch,
+    base_payload,
+    best_per_parent,
+    chunk_point_id,
+    chunked_ids,
+    effective_retrieval,
+    new_write_id,
+    parents_to_fetch,
     point_id,
+    with_parents,
 )
 from service.clients.vectorstore import _document as _document  # the same payload layout on both backends
 
@@ -59,6 +73,9 @@ T = TypeVar("T")
 # scores them exactly instead of walking the graph.
 DEFAULT_HNSW = HnswParams(m=16, ef_construct=100)
 _FULL_SCAN_THRESHOLD_KB = 10_000
+# Qdrant Edge 0.9.0 has no group query: a search of a chunked collection fetches this many chunks per wanted
+# document and keeps each parent's best (see _search_groups).
+_CHUNKS_PER_DOCUMENT = 4
 # Payload indexes are made for metadata keys as they first appear, up to this many per collection (metadata is
 # free-form; an unbounded number of indexes would cost memory and upsert time for keys nobody filters on).
 MAX_INDEXED_KEYS = 64
@@ -127,9 +144,27 @@ class EdgeStore:
     # --- the store interface ---
 
     async def create(
-        self, name: str, dimension: int, *, embedder: str, profile: str, hnsw: HnswParams | None = None
+        self,
+        name: str,
+        dimension: int,
+        *,
+        embedder: str,
+        profile: str,
+        hnsw: HnswParams | None = None,
+        sparse: bool = True,
+        chunking: ChunkingParams | None = None,
     ) -> None:
-        await self._call(self._create, name, dimension, embedder, profile, hnsw or DEFAULT_HNSW)
+        await self._call(self._create, name, dimension, embedder, profile, hnsw or DEFAULT_HNSW, sparse, chunking)
+
+    async def sparse_side(self, name: str) -> bool:
+        """Whether the collection has a BM25 vector (meta.json says; collections from before have none)."""
+        collection = self._open.get(name)
+        if collection is None:
+            collection = await self._call(self._get, name)
+        return bool(collection.meta.get("sparse"))
+
+    async def chunking(self, name: str) -> ChunkingParams | None:
+        return await self._call(lambda: _chunking(self._get(name)))
 
     async def exists(self, name: str) -> bool:
         return await self._call(self._exists, name)
@@ -141,14 +176,16 @@ class EdgeStore:
         return await self._call(self._info, name)
 
     async def count(self, name: str) -> int:
-        return await self._call(lambda: self._get(name).shard.count(qe.CountRequest(exact=True)))
+        return await self._call(lambda: _count(self._get(name)))
 
     async def drop(self, name: str) -> None:
         await self._call(self._drop, name)
 
-    async def upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None:
+    async def upsert(
+        self, name: str, documents: list[StoredDocument], vectors: np.ndarray, *, replace_chunks: bool = True
+    ) -> None:
         await self._writable(name)
-        needs_build = await self._call(self._upsert, name, documents, vectors)
+        needs_build = await self._call(self._upsert, name, documents, vectors, replace_chunks)
         if needs_build:
             task = asyncio.create_task(self._build_index(name))
             self._tasks.add(task)
@@ -230,7 +267,16 @@ class EdgeStore:
         self._open[name] = collection
         return collection
 
-    def _create(self, name: str, dimension: int, embedder: str, profile: str, hnsw: HnswParams) -> None:
+    def _create(
+        self,
+        name: str,
+        dimension: int,
+        embedder: str,
+        profile: str,
+        hnsw: HnswParams,
+        sparse: bool,
+        chunking: ChunkingParams | None,
+    ) -> None:
         folder = self._folder(name)
         if self._exists(name):
             raise CollectionExists(name)
@@ -238,13 +284,19 @@ class EdgeStore:
         staging = self._root / f".{name}.{uuid.uuid4().hex[:8]}.creating"
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+            # IDF is the engine's: computed over the shard as it is when a query runs.
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None,
             hnsw_config=qe.HnswIndexConfig(
                 m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=self._full_scan_kb
             ),
             # When to index is this class's choice (index_threshold, in points): a build indexes every segment.
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         )
-        qe.EdgeShard.create(str(staging / _SHARD), config).close()
+        shard = qe.EdgeShard.create(str(staging / _SHARD), config)
+        if chunking:  # grouping, stale-chunk deletes and counts filter on these
+            shard.update(qe.UpdateOperation.create_field_index(PARENT_KEY, qe.PayloadSchemaType.Keyword))
+            shard.update(qe.UpdateOperation.create_field_index(CHUNK_KEY, qe.PayloadSchemaType.Integer))
+        shard.close()
         meta = {
             "dimension": dimension,
             "distance": "cosine",
@@ -254,6 +306,10 @@ class EdgeStore:
             "indexed_keys": {},
             "shard": _SHARD,
         }
+        if sparse:
+            meta["sparse"] = SPARSE_VECTOR
+        if chunking:
+            meta["chunking"] = chunking.as_meta()
         _write_json(staging / _META, meta)
         staging.rename(folder)
         _fsync_dir(self._root)
@@ -263,11 +319,13 @@ class EdgeStore:
         meta = collection.meta
         return CollectionInfo(
             name=name,
-            count=collection.shard.count(qe.CountRequest(exact=True)),
+            count=_count(collection),
             dimension=int(meta["dimension"]),
             distance=str(meta["distance"]),
             embedder=str(meta["embedder"]),
             profile=str(meta["profile"]),
+            sparse=bool(meta.get("sparse")),
+            chunking=_chunking(collection),
         )
 
     def _drop(self, name: str) -> None:
@@ -287,22 +345,27 @@ class EdgeStore:
         if collection.pending is not None:
             collection.pending.append((operation, points))
 
-    def _upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> bool:
+    def _upsert(self, name: str, documents: list[StoredDocument], vectors: np.ndarray, replace_chunks: bool) -> bool:
         collection = self._get(name)
         dimension = int(collection.meta["dimension"])
         if vectors.ndim != 2 or vectors.shape[1] != dimension:
             raise VectorMismatch(f"expected vectors of dimension {dimension}, got shape {vectors.shape}")
         self._index_new_keys(collection, documents)
+        sparse = bool(collection.meta.get("sparse"))
+        write_id = new_write_id()
         points = [
-            qe.Point(point_id(d.id), v, _payload(d))
+            qe.Point(chunk_point_id(d), _vectors(d, v, sparse), _payload(d, write_id))
             for d, v in zip(documents, vectors.astype(np.float32).tolist(), strict=True)
         ]
         self._apply(collection, qe.UpdateOperation.upsert_points(points), len(points))
+        parents = chunked_ids(documents) if replace_chunks else []
+        if parents:  # after the new chunks are in (see vectorstore's docstring)
+            self._apply(collection, qe.UpdateOperation.delete_points_by_filter(_stale_chunks(parents, write_id)))
         if collection.building:
             return False
-        info = collection.shard.info()
+        points, indexed = _dense_index(collection)
         # Marked here, on the store thread, so that the next upsert does not start a second build.
-        collection.building = info.points_count - info.indexed_vectors_count >= self._index_threshold
+        collection.building = points - indexed >= self._index_threshold
         return collection.building
 
     def _index_new_keys(self, collection: _Collection, documents: list[StoredDocument]) -> None:
@@ -331,24 +394,42 @@ class EdgeStore:
         if not collection.shard.retrieve([pid], False, False):
             return False
         self._apply(collection, qe.UpdateOperation.delete_points([pid]))
+        if _chunking(collection):  # every chunk of it
+            self._apply(collection, qe.UpdateOperation.delete_points_by_filter(_stale_chunks([document_id], "")))
         return True
 
     def _search_batch(self, name: str, queries: list[SearchQuery]) -> list[list[Hit]]:
         collection = self._get(name)
+        if _chunking(collection):
+            return self._search_groups(collection, queries)
+        return self._query_batch(collection, queries)
+
+    def _search_groups(self, collection: _Collection, queries: list[SearchQuery]) -> list[list[Hit]]:
+        """Grouping emulated: over-fetch chunks, keep each parent's best. Asked again with a larger limit when too
+        few distinct parents came back from a full page (a document with many close chunks), then the texts of
+        parents found by a later chunk."""
+        results = []
+        for q in queries:
+            limit = q.top_k * _CHUNKS_PER_DOCUMENT
+            while True:
+                hits = self._query_batch(collection, [dataclasses.replace(q, top_k=limit)])[0]
+                best = best_per_parent(hits, q.top_k)
+                if len(best) == q.top_k or len(hits) < limit or limit >= q.top_k * 64:
+                    break
+                limit *= 4
+            results.append(best)
+        ids = parents_to_fetch(results)
+        parents = {d.id: d for d in (_document(r.payload) for r in collection.shard.retrieve(ids, True, False))}
+        return with_parents(results, parents)
+
+    def _query_batch(self, collection: _Collection, queries: list[SearchQuery]) -> list[list[Hit]]:
         dimension = int(collection.meta["dimension"])
+        sparse_side = bool(collection.meta.get("sparse"))
         requests = []
         for q in queries:
             if q.vector.shape != (dimension,):
                 raise VectorMismatch(f"expected a query vector of dimension {dimension}, got shape {q.vector.shape}")
-            requests.append(
-                qe.QueryRequest(
-                    limit=q.top_k,
-                    query=qe.Query.Nearest(q.vector.astype(np.float32).tolist()),
-                    filter=edge_filter(q.equal),
-                    with_payload=True,
-                    params=qe.SearchParams(hnsw_ef=q.hnsw_ef) if q.hnsw_ef else None,
-                )
-            )
+            requests.append(_edge_request(q, sparse_side))
         results = collection.shard.query_batch(qe.QueryBatchRequest(requests))
         return [[Hit(_document(p.payload), float(p.score)) for p in points] for points in results]
 
@@ -483,14 +564,9 @@ class EdgeStore:
         collection.pending = None
         replaced.close()
         collection.retired = old
-        info = built.info()
-        log.info(
-            "HNSW index of %s built: %d of %d points indexed",
-            collection.name,
-            info.indexed_vectors_count,
-            info.points_count,
-        )
-        collection.building = info.points_count - info.indexed_vectors_count >= self._index_threshold
+        points, indexed = _dense_index(collection)
+        log.info("HNSW index of %s built: %d of %d points indexed", collection.name, indexed, points)
+        collection.building = points - indexed >= self._index_threshold
         return collection.building
 
     def _delete_retired(self, name: str) -> None:
@@ -519,7 +595,9 @@ class EdgeStore:
             request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
             records, offset = await self._call(lambda r=request: self._get(name).shard.scroll(r))
             if records:
-                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
+                # A collection with a sparse side gives named vectors; the dense one is the unnamed "".
+                dense = [r.vector[""] if isinstance(r.vector, dict) else r.vector for r in records]
+                vectors = np.asarray(dense, dtype=np.float32)
                 yield [_document(r.payload) for r in records], vectors
             if offset is None:
                 return
@@ -537,13 +615,62 @@ class EdgeStore:
         """(points, indexed vectors, segments): how much of a collection the HNSW index covers."""
 
         def read() -> tuple[int, int, int]:
-            info = self._get(name).shard.info()
-            return info.points_count, info.indexed_vectors_count, info.segments_count
+            collection = self._get(name)
+            points, indexed = _dense_index(collection)
+            return points, indexed, collection.shard.info().segments_count
 
         return await self._call(read)
 
 
 # --- helpers ---
+
+
+def _vectors(d: StoredDocument, dense: list[float], sparse: bool) -> Any:
+    """A point's vectors; with a sparse side, also its BM25 vector from its text (here in the write path, so every
+    ingestion route gets it)."""
+    if not sparse:
+        return dense
+    if d.chunk:  # a chunked document's BM25 vector is on chunk 0 only (see vectorstore._vectors)
+        return {"": dense}
+    vector = bm25().document(sparse_text(d.title, d.text))
+    if not vector.indices:
+        # No terms (stopwords only): no sparse vector at all, so that counting points with one counts the
+        # sparse vectors the engine reports as indexed (_dense_index).
+        return {"": dense}
+    return {"": dense, SPARSE_VECTOR: qe.SparseVector(vector.indices, vector.values)}
+
+
+def _dense_index(collection: _Collection) -> tuple[int, int]:
+    """(points, dense vectors in the HNSW index). The engine's indexed count includes every non-empty sparse
+    vector (always indexed); those are the points that have one."""
+    info = collection.shard.info()
+    indexed = info.indexed_vectors_count
+    if collection.meta.get("sparse"):
+        having = qe.Filter(must=[qe.HasVectorCondition(SPARSE_VECTOR)])
+        indexed -= collection.shard.count(qe.CountRequest(exact=True, filter=having))
+    return info.points_count, indexed
+
+
+def _edge_request(q: SearchQuery, sparse_side: bool) -> qe.QueryRequest:
+    """One query: dense nearest, sparse nearest on the BM25 vector, or both prefetched and fused by the engine
+    (the same shapes as vectorstore._qc_query)."""
+    params = qe.SearchParams(hnsw_ef=q.hnsw_ef) if q.hnsw_ef else None
+    condition = edge_filter(q.equal)
+    dense = qe.Query.Nearest(q.vector.astype(np.float32).tolist())
+    retrieval = effective_retrieval(q, sparse_side)
+    if retrieval == "dense":
+        return qe.QueryRequest(limit=q.top_k, query=dense, filter=condition, with_payload=True, params=params)
+    assert q.sparse is not None
+    sparse = qe.Query.Nearest(qe.SparseVector(q.sparse.indices, q.sparse.values), using=SPARSE_VECTOR)
+    if retrieval == "sparse":
+        return qe.QueryRequest(limit=q.top_k, query=sparse, filter=condition, with_payload=True)
+    depth = max(q.fusion.prefetch, q.top_k)
+    prefetches = [
+        qe.Prefetch(limit=depth, query=dense, filter=condition, params=params),
+        qe.Prefetch(limit=depth, query=sparse, filter=condition),
+    ]
+    fused = qe.Fusion.Rrf(k=q.fusion.k) if q.fusion.method == "rrf" else qe.Fusion.Dbsf()
+    return qe.QueryRequest(limit=q.top_k, prefetches=prefetches, query=fused, with_payload=True)
 
 
 def _engine_errors(fn: Callable[..., T], *args: Any) -> T:
@@ -583,8 +710,28 @@ def _bool_text(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _payload(d: StoredDocument) -> dict[str, Any]:
-    payload: dict[str, Any] = {"doc_id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata}
+def _chunking(collection: _Collection) -> ChunkingParams | None:
+    return ChunkingParams.from_meta(collection.meta.get("chunking"))
+
+
+_FIRST_CHUNKS = qe.Filter(must=[qe.FieldCondition(key=CHUNK_KEY, match=qe.MatchValue(0))])
+
+
+def _count(collection: _Collection) -> int:
+    """Documents, not points: in a chunked collection, the chunk-0 points."""
+    chunked = _chunking(collection) is not None
+    return collection.shard.count(qe.CountRequest(exact=True, filter=_FIRST_CHUNKS if chunked else None))
+
+
+def _stale_chunks(parents: list[str], write_id: str) -> qe.Filter:
+    return qe.Filter(
+        must=[qe.FieldCondition(key=PARENT_KEY, match=qe.MatchAny(parents))],
+        must_not=[qe.FieldCondition(key=WRITE_KEY, match=qe.MatchValue(write_id))],
+    )
+
+
+def _payload(d: StoredDocument, write_id: str = "") -> dict[str, Any]:
+    payload = base_payload(d, write_id)
     shadow: dict[str, Any] = {}
     for key, value in d.metadata.items():
         if isinstance(value, bool):
@@ -659,11 +806,18 @@ async def copy_collection(
     """Copies a collection, vectors included (no re-embedding), into another store, e.g. a Qdrant server."""
     info = await source.info(name)
     await target.create(
-        name, info.dimension, embedder=info.embedder, profile=info.profile, hnsw=await source.hnsw(name)
+        name,
+        info.dimension,
+        embedder=info.embedder,
+        profile=info.profile,
+        hnsw=await source.hnsw(name),
+        sparse=info.sparse,  # the target computes the same BM25 vectors from the text
+        chunking=info.chunking,
     )
     copied = 0
     async for documents, vectors in source.export(name):
-        await target.upsert(name, documents, vectors)
+        # A parent's chunks may come in different batches: none of them replaces another.
+        await target.upsert(name, documents, vectors, replace_chunks=False)
         copied += len(documents)
         if on_batch:
             on_batch(len(documents))

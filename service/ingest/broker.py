@@ -63,6 +63,8 @@ class Job:
     updated_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    kind: str = "ingest"  # or "warm": a query log warmed by service/search/warming.py (no queue entries)
+    progress: dict[str, int] = field(default_factory=dict)  # a warm job's counts (queries done, skipped, ...)
 
     def documents_per_second(self) -> float | None:
         if self.started_at is None or self.processed == 0:
@@ -81,7 +83,11 @@ class Broker(Protocol):
     name: str
     durable: bool
 
-    async def create_job(self, collection: str) -> Job: ...
+    async def create_job(self, collection: str, kind: str = "ingest") -> Job:
+        """A new job; an ingest job is refused (QueueFull) while the queue is full, a warm job never is."""
+
+    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+        """A warm job's counts, and its status moved (only from queued or running: a cancel stands)."""
 
     async def enqueue(self, job_id: str, collection: str, items: list[tuple[int, str]]) -> None:
         """Queues (line, document JSON) pairs durably and counts them as accepted, in one step."""

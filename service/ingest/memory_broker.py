@@ -26,10 +26,10 @@ class MemoryBroker:
         self._max_errors = max_errors
         self._max_jobs = max_jobs
 
-    async def create_job(self, collection: str) -> Job:
-        if len(self._queue) + len(self._pending) >= self._queue_max:
+    async def create_job(self, collection: str, kind: str = "ingest") -> Job:
+        if kind == "ingest" and len(self._queue) + len(self._pending) >= self._queue_max:
             raise QueueFull
-        job = Job(job_id=uuid.uuid4().hex, collection=collection)
+        job = Job(job_id=uuid.uuid4().hex, collection=collection, kind=kind)
         self._jobs[job.job_id] = job
         while len(self._jobs) > self._max_jobs:  # forget the oldest job records, not their documents
             self._jobs.popitem(last=False)
@@ -54,6 +54,18 @@ class MemoryBroker:
         if job.status not in TERMINAL:
             job.status, job.error = "failed", reason
             job.finished_at = job.updated_at = time.time()
+
+    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+        job = await self.get(job_id)
+        now = time.time()
+        job.progress, job.updated_at = dict(progress), now
+        if status is not None and job.status in ("queued", "running"):
+            job.status = status
+            if status == "running":
+                job.started_at = job.started_at or now
+            elif status in TERMINAL:
+                job.finished_at = now
+        return job
 
     async def get(self, job_id: str) -> Job:
         try:

@@ -4,13 +4,15 @@
 - Workers read through one consumer group (`XREADGROUP`), and acknowledge and delete an entry (`XACK` + `XDEL`)
   only after the store confirmed the write. A Lua script does the acknowledgement and the job's count together,
   and counts only entries `XACK` really acknowledged, so a redelivered entry is never counted twice.
-- Entries left pending by a dead worker are taken over after `claim_idle_s` (`XAUTOCLAIM`).
+- Entries left pending by a dead worker are taken over after `claim_idle_s` (`XAUTOCLAIM`); its name is removed
+  from the group once it holds nothing and has been idle for ten claim times (at least ten minutes).
 - Job state is a hash per job, with a sorted set per collection for listings; records expire after `job_ttl_s`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -20,6 +22,8 @@ from contextlib import asynccontextmanager
 import redis.asyncio as redis
 
 from service.ingest.broker import Entry, Job, JobNotFound, QueueFull, QueueStats, QueueUnavailable
+
+log = logging.getLogger(__name__)
 
 PREFIX = "thinksearch:ingest:"
 STREAM = PREFIX + "stream"
@@ -64,6 +68,18 @@ return 1
 """
 )
 # KEYS: job; ARGV: from-status list (comma separated), to-status, now, timestamp field, error
+# KEYS: stream; ARGV: group, consumer names. A consumer is forgotten only while it holds nothing: checked and
+# deleted in one step, so an entry it reads in between cannot vanish with it (DELCONSUMER drops its pending list).
+_FORGET_IDLE = """
+local gone = 0
+for i = 2, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+    gone = gone + 1
+  end
+end
+return gone
+"""
 _TRANSITION = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -104,6 +120,8 @@ def _job(job_id: str, h: dict[str, str]) -> Job:
         updated_at=float(h["updated_at"]),
         started_at=_float(h.get("started_at")),
         finished_at=_float(h.get("finished_at")),
+        kind=h.get("kind", "ingest"),
+        progress=json.loads(h.get("progress") or "{}"),
     )
 
 
@@ -120,7 +138,15 @@ class RedisBroker:
     durable = True
 
     def __init__(
-        self, url: str, *, timeout_s: float, queue_max: int, claim_idle_s: float, max_errors: int, job_ttl_s: int
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        queue_max: int,
+        claim_idle_s: float,
+        max_errors: int,
+        job_ttl_s: int,
+        forget_after_s: float | None = None,
     ) -> None:
         # Reads block up to 1 s on the server: the socket timeout must be longer.
         self._redis = redis.Redis.from_url(
@@ -133,9 +159,13 @@ class RedisBroker:
         self._complete = self._redis.register_script(_COMPLETE)
         self._seal = self._redis.register_script(_SEAL)
         self._transition = self._redis.register_script(_TRANSITION)
+        self._forget_idle = self._redis.register_script(_FORGET_IDLE)
+        # A dead worker's name stays in the group after its entries are claimed: forget names idle this long.
+        self._forget_after_ms = int(forget_after_s * 1000) if forget_after_s else max(10 * self._claim_idle_ms, 600_000)
         self._group_ready = False
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self._next_forget = 0.0
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -147,13 +177,14 @@ class RedisBroker:
                 raise
         self._group_ready = True
 
-    async def create_job(self, collection: str) -> Job:
+    async def create_job(self, collection: str, kind: str = "ingest") -> Job:
         async with _unavailable_on_error():
             await self._ensure_group()
-            if await self._redis.xlen(STREAM) >= self._queue_max:
+            if kind == "ingest" and await self._redis.xlen(STREAM) >= self._queue_max:
                 raise QueueFull
-            job = Job(job_id=uuid.uuid4().hex, collection=collection)
+            job = Job(job_id=uuid.uuid4().hex, collection=collection, kind=kind)
             fields = {
+                "kind": kind,
                 "collection": collection,
                 "status": job.status,
                 "created_at": job.created_at,
@@ -187,6 +218,15 @@ class RedisBroker:
             found = await self._transition(keys=[_job_key(job_id)], args=[from_, to, time.time(), stamp, error])
         if not found:
             raise JobNotFound(job_id)
+
+    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+        async with _unavailable_on_error():
+            fields = {"progress": json.dumps(progress), "updated_at": time.time()}
+            await self._redis.hset(_job_key(job_id), mapping=fields)
+        if status is not None:
+            stamp = "started_at" if status == "running" else "finished_at"
+            await self._move(job_id, "queued,running", status, stamp)
+        return await self.get(job_id)
 
     async def fail(self, job_id: str, reason: str) -> None:
         await self._move(job_id, "queued,running", "failed", "finished_at", reason)
@@ -246,8 +286,22 @@ class RedisBroker:
         )
         self._claim_cursor = cursor
         if cursor == "0-0":  # scanned the whole pending list: look again after a fraction of the idle time
-            self._next_claim = time.monotonic() + min(self._claim_idle_ms / 4000, 5.0)
+            now = time.monotonic()
+            self._next_claim = now + min(self._claim_idle_ms / 4000, 5.0)
+            if now >= self._next_forget:  # names age for minutes: no need to list them on every scan
+                self._next_forget = now + self._forget_after_ms / 4000
+                await self.forget_dead_consumers()
         return claimed
+
+    async def forget_dead_consumers(self) -> int:
+        """Remove consumers idle past the limit that hold no entry (workers that died and were claimed from)."""
+        consumers = await self._redis.xinfo_consumers(STREAM, GROUP)
+        idle = [c["name"] for c in consumers if c["idle"] >= self._forget_after_ms and c["pending"] == 0]
+        if not idle:
+            return 0
+        forgotten = int(await self._forget_idle(keys=[STREAM], args=[GROUP, *idle]))
+        log.info("forgot %d idle ingestion consumers", forgotten)
+        return forgotten
 
     async def _mark_running(self, job_ids: set[str]) -> None:
         for job_id in job_ids:

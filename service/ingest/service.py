@@ -13,6 +13,7 @@ from service import metrics
 from service.clients.embedder import Embedder, RemoteEmbedder
 from service.clients.vectorstore import CollectionNotFound, VectorStore
 from service.ingest.broker import Broker, Job
+from service.ingest.chunking import make_chunker
 from service.ingest.memory_broker import MemoryBroker
 from service.ingest.ndjson import Accepted, max_line_bytes, parse_line, split_lines
 from service.ingest.redis_broker import RedisBroker
@@ -51,9 +52,11 @@ def make_worker(
         store,
         embedder,
         profile,
+        make_chunker(embedder, profile, settings.embedder_max_tokens),
         batch_size=settings.ingest_batch_size,
         embed_concurrency=settings.ingest_embed_concurrency or default,
-        # In-process: one forward batch per call, so queries overtake ingestion within one small batch.
+        # In-process: one forward batch per call (queries have a lane of their own in the embedder; small calls
+        # keep a cancel or a stop prompt and the model's peak memory low).
         embed_slice=settings.ingest_batch_size if remote else settings.embedder_batch_size,
     )
 
@@ -66,7 +69,7 @@ async def publish_stats(broker: Broker) -> None:
             metrics.INGEST_QUEUE_LENGTH.set(stats.length)
             metrics.INGEST_OLDEST_PENDING.set(stats.oldest_pending_s)
             metrics.INGEST_CONSUMER_LAG.set(stats.lag)
-            counts = Counter(j.status for j in await broker.list(None, 1000))
+            counts = Counter(j.status for j in await broker.list(None, 1000) if j.kind == "ingest")
             for status in JOB_STATUSES:
                 metrics.INGEST_JOBS.labels(status).set(counts.get(status, 0))
         await asyncio.sleep(STATS_INTERVAL_S)

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from service import metrics
 from service.api.protocol import DocumentIn
 from service.clients.embedder import Embedder, EmbedderError
 from service.clients.vectorstore import (
+    ChunkingParams,
     CollectionNotFound,
     StoredDocument,
     StoreUnavailable,
@@ -31,6 +32,7 @@ from service.clients.vectorstore import (
     VectorStore,
 )
 from service.ingest.broker import TERMINAL, Broker, Entry, JobNotFound, QueueUnavailable
+from service.ingest.chunking import Chunker
 from service.search.profiles import ThinkProfile
 
 log = logging.getLogger("thinksearch.ingest")
@@ -44,8 +46,9 @@ def consumer_name() -> str:
 @dataclass
 class _Embedded:
     entries: list[Entry]  # every entry of the batch (all are acknowledged together)
-    documents: dict[str, list[StoredDocument]]  # by collection, one per id (the last line wins)
+    documents: dict[str, list[StoredDocument]]  # by collection, one per id (the last line wins), or its chunks
     vectors: dict[str, np.ndarray]
+    truncated: dict[str, int]  # by job: documents embedded only up to the embedder's window
 
 
 class IngestWorker:
@@ -55,6 +58,7 @@ class IngestWorker:
         store: VectorStore,
         embedder: Embedder,
         profile: ThinkProfile,
+        chunker: Chunker,
         *,
         batch_size: int,
         embed_concurrency: int,
@@ -64,6 +68,7 @@ class IngestWorker:
         self.store = store
         self.embedder = embedder
         self.profile = profile
+        self.chunker = chunker
         self.batch_size = batch_size
         self.embed_concurrency = embed_concurrency
         self.embed_slice = embed_slice
@@ -137,22 +142,36 @@ class IngestWorker:
             if not entries:
                 continue
             latest: dict[str, dict[str, StoredDocument]] = defaultdict(dict)
+            ids = {}
             for e in entries:
                 d = DocumentIn.model_validate_json(e.document)
                 latest[e.collection][d.id] = StoredDocument(d.id, d.text, d.title, d.metadata)
-            documents = {c: list(docs.values()) for c, docs in latest.items()}
+                ids[e.entry_id] = d.id
             started = time.perf_counter()
-            vectors = {}
-            for collection, docs in documents.items():
-                texts = [self.profile.document_text(d.title, d.text) for d in docs]
-                vectors[collection] = await self._embed_texts(texts)
+            documents, vectors, truncated_ids = {}, {}, set()
+            for collection, docs in latest.items():
+                chunking = await self._chunking(collection)
+                prepared = await asyncio.to_thread(self.chunker.prepare, list(docs.values()), chunking)
+                documents[collection] = prepared.documents
+                vectors[collection] = await self._embed_texts(prepared.texts)
+                truncated_ids |= {(collection, i) for i in prepared.truncated}
+                if chunking:
+                    metrics.DOCUMENT_CHUNKS.labels("bulk").inc(len(prepared.documents))
             metrics.INGEST_STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
             metrics.INGEST_BATCH_SIZE.observe(len(entries))
-            await out.put(_Embedded(entries, documents, vectors))
+            truncated = Counter(e.job_id for e in entries if (e.collection, ids[e.entry_id]) in truncated_ids)
+            metrics.DOCUMENTS_TRUNCATED.labels("bulk").inc(sum(truncated.values()))
+            await out.put(_Embedded(entries, documents, vectors, dict(truncated)))
+
+    async def _chunking(self, collection: str) -> ChunkingParams | None:
+        try:
+            return await self._retrying(self.store.chunking, collection)
+        except CollectionNotFound:  # deleted meanwhile: the write stage fails the job
+            return None
 
     async def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        """One slice at a time: the in-process model then never holds more than a slice of documents in one
-        encode call, so a search waits behind at most that much work."""
+        """One slice at a time: the in-process model never holds more than a slice of documents in one encode
+        call (bounded memory, prompt cancel); searches do not wait on it (their own embedder lane)."""
         parts = []
         for i in range(0, len(texts), self.embed_slice):
             parts.append(await self._retrying(self.embedder.embed, texts[i : i + self.embed_slice], documents=True))
@@ -182,7 +201,7 @@ class IngestWorker:
                     live -= {e.entry_id for e in failed}
             metrics.INGEST_STAGE_SECONDS.labels("write").observe(time.perf_counter() - started)
             written = [e for e in entries if e.entry_id in live]
-            await self._retrying(self.broker.complete, written, {})
+            await self._retrying(self.broker.complete, written, batch.truncated)
             metrics.INGEST_DOCUMENTS.labels("ingested").inc(len(written))
 
     async def _retrying(self, fn, *args, **kwargs):

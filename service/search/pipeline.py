@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,8 +21,9 @@ from service import metrics
 from service.api.protocol import SearchRequest
 from service.clients.cache import CachedQuery, ThoughtCache
 from service.clients.embedder import Embedder
-from service.clients.thinker import ThinkerClient, ThinkerError
-from service.clients.vectorstore import CollectionNotFound, Hit, SearchQuery, Store
+from service.clients.sparse import bm25
+from service.clients.thinker import Generation, ThinkerClient, ThinkerError
+from service.clients.vectorstore import CollectionNotFound, Fusion, Hit, Retrieval, SearchQuery, Store
 from service.search.coalescing import AcrossReplicas, InFlight
 from service.search.profiles import ThinkProfile
 from service.settings import Settings
@@ -39,6 +40,7 @@ class SearchOutcome:
     thoughts: list[str] | None
     timings_ms: dict[str, float]
     reason: str | None = None  # why degraded (deadline, thinker_error, thinker_not_configured)
+    retrieval: Retrieval = "dense"  # what answered (a collection without a sparse side answers dense)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class WarmSummary:
     warmed: int
     failed: int
     worker_requests: int
+
+
+# One metric child per stage, looked up once: `labels()` per stage per search showed in the hot-path profile.
+_STAGE_SECONDS = {name: metrics.STAGE_SECONDS.labels(name) for name in ("cache", "think", "embed", "search")}
 
 
 class StageTimer:
@@ -63,7 +69,7 @@ class StageTimer:
         finally:
             elapsed = time.perf_counter() - t0
             self.ms[name] = round(self.ms[name] + elapsed * 1000, 3)
-            metrics.STAGE_SECONDS.labels(name).observe(elapsed)
+            _STAGE_SECONDS[name].observe(elapsed)
 
     def done(self) -> dict[str, float]:
         return {**self.ms, "total": round((time.perf_counter() - self.started) * 1000, 3)}
@@ -83,8 +89,10 @@ class _Query:
     state: str | None = None  # hit / miss / coalesced
     owner: bool = False  # resolves the in-flight future of `key`
     thoughts: list[str] | None = None  # fresh thoughts, still to embed
+    embedded: dict[str, np.ndarray] | None = None  # texts of those thoughts embedded while generating
     entry: CachedQuery | None = None  # the finished think query
     vector: np.ndarray | None = None
+    retrieval: Retrieval = "dense"  # what the search used, once it has run
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class _Thinking:
     thoughts: list[str] | None = None
     cached: bool = False
     reason: str | None = None  # why there are neither (thinker_error, thinker_overloaded)
+    embedded: dict[str, np.ndarray] | None = None  # query texts embedded as their thought finished (THINK_STREAM)
 
 
 @dataclass
@@ -127,6 +136,7 @@ class SearchPipeline:
         self._background: set[asyncio.Task] = set()
         self.replicas = replicas
         self._generating = 0  # worker requests in flight from this replica (bounded: THINK_MAX_IN_FLIGHT)
+        self._fusion = Fusion(settings.search_fusion, settings.search_rrf_k, settings.search_hybrid_prefetch)
 
     # --- entry points ---
 
@@ -177,6 +187,7 @@ class SearchPipeline:
             with timer.stage("search"):
                 (hits,) = await self._search(collection, [direct])
             yield self._outcome(direct, hits, timer.done(), count=False)
+            query.retrieval = direct.retrieval  # a degraded end stands on the direct hits
             with timer.stage("think"):
                 await thinking
             if query.reason is not None:
@@ -192,8 +203,11 @@ class SearchPipeline:
             (hits,) = await self._search(collection, [query])
         yield self._outcome(query, hits, timer.done())
 
-    async def warm(self, queries: list[str], concurrency: int) -> WarmSummary:
-        """Think, embed and cache each query ahead of traffic; `concurrency` worker requests in flight."""
+    async def warm(
+        self, queries: list[str], concurrency: int, on_query: Callable[[str], None] | None = None
+    ) -> WarmSummary:
+        """Think, embed and cache each query ahead of traffic; `concurrency` worker requests in flight.
+        `on_query(outcome)` hears each query as it ends: skipped, worker, warmed (coalesced) or failed."""
         gate = asyncio.Semaphore(concurrency)
         deadline_s = self.settings.thinker_timeout_s * 2  # warming waits for the worker, not for a user
 
@@ -216,7 +230,13 @@ class SearchPipeline:
                 return "failed"
             return "worker" if query.state == "miss" else "warmed"
 
-        results = await asyncio.gather(*(one(q) for q in queries))
+        async def reported(text: str) -> str:
+            outcome = await one(text)
+            if on_query is not None:
+                on_query(outcome)
+            return outcome
+
+        results = await asyncio.gather(*(reported(q) for q in queries))
         worker = results.count("worker")
         return WarmSummary(
             queries=len(queries),
@@ -321,7 +341,7 @@ class SearchPipeline:
             _degrade(group, found.reason or "thinker_error")
         else:
             for q in group:
-                q.thoughts = found.thoughts
+                q.thoughts, q.embedded = found.thoughts, found.embedded
             if found.cached:
                 group[0].state = "hit"
 
@@ -351,8 +371,10 @@ class SearchPipeline:
             return _Thinking(reason="thinker_overloaded")
 
         async def work() -> _Thinking:
-            thoughts = await self._generate(thought_key, query)
-            return _Thinking(thoughts=thoughts, reason=None if thoughts is not None else "thinker_error")
+            generated = await self._generate(thought_key, query)
+            if generated is None:
+                return _Thinking(reason="thinker_error")
+            return _Thinking(thoughts=generated[0], embedded=generated[1])
 
         async def done_elsewhere() -> _Thinking | None:
             # The holder stores its thoughts before it releases the lease, and its fused vector a moment later.
@@ -366,12 +388,17 @@ class SearchPipeline:
         found, _ = await self.replicas.once(thought_key, work, done_elsewhere)
         return found or _Thinking(reason="thinker_error")
 
-    async def _generate(self, thought_key: str, query: str) -> list[str] | None:
+    async def _generate(self, thought_key: str, query: str) -> tuple[list[str], dict[str, np.ndarray]] | None:
+        """The thoughts, and (THINK_STREAM) the query texts already embedded while the others were generated."""
         assert self.thinker is not None
         self._generating += 1
         metrics.THINKER_IN_FLIGHT.set(self._generating)
+        embedded: dict[str, np.ndarray] = {}
         try:
-            generation = await self.thinker.generate(self.profile.thought_request(query))
+            if self.settings.think_stream:
+                generation, embedded = await self._generate_streaming(query)
+            else:
+                generation = await self.thinker.generate(self.profile.thought_request(query))
         except ThinkerError as exc:
             metrics.THINKER_ERRORS.labels(exc.kind).inc()
             log.warning("thought worker failed: %s", exc)
@@ -381,7 +408,38 @@ class SearchPipeline:
             metrics.THINKER_IN_FLIGHT.set(self._generating)
         metrics.THOUGHT_TOKENS.inc(generation.completion_tokens)
         await self.cache.set(thought_key, generation.thoughts)
-        return generation.thoughts
+        return generation.thoughts, embedded
+
+    async def _generate_streaming(self, query: str) -> tuple[Generation, dict[str, np.ndarray]]:
+        """Stream the n choices and embed each one's texts as soon as that choice finishes: after the last token
+        only the last choice is left to embed (the embedder merges the calls that arrive while it is busy)."""
+        assert self.thinker is not None
+        started: list[tuple[list[str], asyncio.Future[np.ndarray]]] = []
+        seen: set[str] = set()
+        known = self._text_vectors if self._text_vectors is not None else {}
+
+        def on_thought(_: int, thought: str) -> None:
+            texts = [
+                t for t in dict.fromkeys(self.profile.query_texts(query, [thought])) if t not in seen and t not in known
+            ]
+            seen.update(texts)
+            if texts:
+                started.append((texts, asyncio.ensure_future(self._embed(texts))))
+
+        try:
+            generation = await self.thinker.stream(self.profile.thought_request(query), on_thought)
+        except BaseException:
+            for _, future in started:
+                future.cancel()
+            raise
+        embedded: dict[str, np.ndarray] = {}
+        results = await asyncio.gather(*(f for _, f in started), return_exceptions=True)
+        for (texts, _), vectors in zip(started, results, strict=True):
+            if isinstance(vectors, BaseException):  # embedded again (and failing cleanly) with the rest
+                log.warning("embedding a streamed thought failed: %r", vectors)
+                continue
+            embedded.update(zip(texts, vectors, strict=True))
+        return generation, embedded
 
     async def _embed_and_fuse(self, queries: list[_Query]) -> None:
         """Every query gets its vector; texts not embedded yet go to the embedder in one call."""
@@ -393,6 +451,9 @@ class SearchPipeline:
             else:
                 texts_of.append(self.profile.query_texts(q.request.query, q.thoughts) if q.thoughts else q.direct_texts)
         known = self._known_vectors(t for texts in texts_of if texts for t in texts)
+        for q in queries:
+            if q.embedded:
+                known.update(q.embedded)
         missing = list(dict.fromkeys(t for texts in texts_of if texts for t in texts if t not in known))
         if missing:
             fresh = dict(zip(missing, await self._embed(missing), strict=True))
@@ -434,10 +495,23 @@ class SearchPipeline:
         return await self.embedder.embed(texts)
 
     async def _search(self, collection: str, queries: list[_Query]) -> list[list[Hit]]:
+        wants_sparse = any(q.request.retrieval != "dense" for q in queries)
+        sparse_side = wants_sparse and await self.store.sparse_side(collection)
         batch = []
         for q in queries:
             assert q.vector is not None
-            batch.append(SearchQuery(q.vector, q.request.top_k, q.request.filter, q.request.hnsw_ef))
+            # Unset: hybrid where the collection has a sparse side; without one, dense whatever was asked.
+            q.retrieval = (q.request.retrieval or "hybrid") if sparse_side else "dense"
+            sparse = None
+            if q.retrieval != "dense":
+                # Thoughts feed the BM25 query too, in the profile's sparse form (docs/methods.md).
+                thoughts = q.entry.thoughts if q.entry is not None else None
+                sparse = bm25().query(self.profile.sparse_texts(q.request.query, thoughts))
+            batch.append(
+                SearchQuery(
+                    q.vector, q.request.top_k, q.request.filter, q.request.hnsw_ef, q.retrieval, sparse, self._fusion
+                )
+            )
         return await self.store.search_batch(collection, batch)
 
     # --- helpers ---
@@ -460,7 +534,10 @@ class SearchPipeline:
                 entry = found.entry
                 if entry is None and found.thoughts is not None:
                     texts = self.profile.query_texts(query, found.thoughts)
-                    entry = CachedQuery(found.thoughts, self.profile.fuse(await self._embed(texts)))
+                    done = found.embedded or {}
+                    missing = [t for t in dict.fromkeys(texts) if t not in done]
+                    vectors = {**done, **dict(zip(missing, await self._embed(missing) if missing else [], strict=True))}
+                    entry = CachedQuery(found.thoughts, self.profile.fuse(np.stack([vectors[t] for t in texts])))
                     await self.cache.set_query(key, entry)
             except Exception:
                 log.exception("finishing a query in the background failed")
@@ -501,6 +578,7 @@ class SearchPipeline:
             thoughts=q.entry.thoughts if think and q.request.include_thoughts and q.entry else None,
             timings_ms=timings,
             reason=q.reason,
+            retrieval=q.retrieval,
         )
 
 

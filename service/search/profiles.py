@@ -86,6 +86,11 @@ class ThinkProfile:
         """One query vector from the embeddings of `query_texts`."""
         return vectors.mean(axis=0)
 
+    def sparse_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
+        """Texts of the BM25 query, as one bag of words (their term counts add up); no thoughts = direct mode.
+        By default the query and each thought once (HyDE's texts, O1's thoughts without their prompt markers)."""
+        return [query, *(thoughts or [])]
+
 
 class HydeProfile(ThinkProfile):
     """HyDE: n passages; query vector = mean of the embeddings of [query] + passages (unnormalised mean)."""
@@ -115,6 +120,15 @@ class Query2docProfile(ThinkProfile):
         if not thoughts:
             return [query]
         return [f"{query}{self.separator}{t}" for t in thoughts]
+
+    # Query2doc's sparse variant: the query repeated five times, then the pseudo-document (its terms would
+    # otherwise outweigh the query's).
+    SPARSE_QUERY_REPEATS = 5
+
+    def sparse_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
+        if not thoughts:
+            return [query]
+        return [*[query] * self.SPARSE_QUERY_REPEATS, *thoughts]
 
 
 class O1Profile(ThinkProfile):

@@ -51,7 +51,8 @@ def gw(settings):
 def collection(gw):
     name = f"c_{uuid.uuid4().hex[:8]}"
     assert gw.client.post("/v1/collections", json={"name": name}).status_code == 201
-    assert gw.client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS}).json() == {"upserted": 3}
+    r = gw.client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS})
+    assert r.json() == {"upserted": 3, "truncated": 0}
     yield name
     gw.client.delete(f"/v1/collections/{name}")
 
@@ -88,12 +89,14 @@ def test_collection_lifecycle(gw):
         "dimension": 384,
         "distance": "cosine",
         "embedder": "sentence-transformers/all-MiniLM-L6-v2",
+        "sparse": True,  # a BM25 side by default
+        "chunking": None,  # off unless asked for
     }
     assert_problem(gw.client.post("/v1/collections", json={"name": "life-cycle_1"}), 409)
     listed = gw.client.get("/v1/collections").json()["collections"]
     assert {"name": "life-cycle_1", "count": 0} in listed
     detail = gw.client.get("/v1/collections/life-cycle_1").json()
-    assert detail["count"] == 0 and detail["dimension"] == 384
+    assert detail["count"] == 0 and detail["dimension"] == 384 and detail["sparse"] is True
     assert gw.client.delete("/v1/collections/life-cycle_1").status_code == 204
     assert_problem(gw.client.get("/v1/collections/life-cycle_1"), 404)
     assert_problem(gw.client.delete("/v1/collections/life-cycle_1"), 404)
@@ -139,7 +142,8 @@ def test_top_k(gw, collection):
 def test_upsert_same_id_replaces_and_delete_removes(gw, collection):
     doc = {"id": "cats", "text": "Dogs are loyal companions.", "metadata": {"lang": "en"}}
     assert gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": [doc]}).json() == {
-        "upserted": 1
+        "upserted": 1,
+        "truncated": 0,
     }
     got = gw.client.get(f"/v1/collections/{collection}/documents/cats").json()
     assert got == {"id": "cats", "text": "Dogs are loyal companions.", "title": "", "metadata": {"lang": "en"}}
@@ -159,7 +163,8 @@ def test_upsert_same_id_replaces_and_delete_removes(gw, collection):
 
 def test_duplicate_ids_in_one_request_last_wins(gw, collection):
     docs = [{"id": "dup", "text": "first version"}, {"id": "dup", "text": "second version"}]
-    assert gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": docs}).json() == {"upserted": 1}
+    r = gw.client.post(f"/v1/collections/{collection}/documents", json={"documents": docs})
+    assert r.json() == {"upserted": 1, "truncated": 0}
     assert gw.client.get(f"/v1/collections/{collection}/documents/dup").json()["text"] == "second version"
     assert gw.client.get(f"/v1/collections/{collection}").json()["count"] == 4
 

@@ -56,3 +56,28 @@ def test_a_query_overtakes_a_large_ingest(embedder):
     vectors = asyncio.run(run())
     assert finished == ["query", "ingest"]
     assert vectors.shape == (len(documents), 384)
+
+
+def test_a_query_does_not_wait_for_a_document_encode_in_progress(embedder):
+    """Queries have a model thread of their own: one arriving during a document encode is answered before it
+    ends (one thread for both made it wait for the whole encode), with the same vector as the document lane."""
+    documents = [f"document {i} " + "word " * 200 for i in range(WORK_CHUNK)]  # one encode call
+    finished: list[str] = []
+
+    async def run():
+        async def ingest():
+            await embedder.embed(documents, documents=True)
+            finished.append("ingest")
+
+        async def query():
+            await asyncio.sleep(0.3)  # the document encode has started
+            vector = await embedder.embed(["a short query"])
+            finished.append("query")
+            return vector
+
+        _, vector = await asyncio.gather(ingest(), query())
+        return vector, await embedder.embed(["a short query"], documents=True)
+
+    as_query, as_document = asyncio.run(run())
+    assert finished == ["query", "ingest"]
+    np.testing.assert_allclose(as_query, as_document, atol=1e-5)

@@ -66,7 +66,7 @@ def test_default_stack() -> None:
         "redis": {"condition": "service_healthy"},
         "vllm-think": {"condition": "service_healthy"},
     }
-    assert gateway["command"] == ["serve"] and services["worker"]["command"] == ["worker"]
+    assert gateway["command"] == ["serve"] and services["worker"]["command"][:1] == ["worker"]
     for name in ("gateway", "worker"):
         env = services[name]["environment"]
         assert env["REDIS_URL"] == "redis://redis:6379/0" and env["QDRANT_URL"] == "http://qdrant:6333"
@@ -108,7 +108,13 @@ def test_grafana_password_is_required() -> None:
 
 def test_prometheus_scrapes_the_compose_services() -> None:
     config = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    jobs = config["scrape_configs"]
+    targets = {t for job in jobs for sc in job.get("static_configs", []) for t in sc["targets"]}
+    # Every replica of a scaled service, by its DNS name: the worker's command must serve that port.
+    discovered = {f"{n}:{sd['port']}" for job in jobs for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
     services = resolved(O1, "--profile", "o1")
-    assert {t.split(":")[0] for t in targets} <= set(services)
+    assert {t.split(":")[0] for t in targets | discovered} <= set(services)
     assert {"gateway:8000", "vllm-think:8000", "qdrant:6333"} <= targets
+    assert discovered == {"worker:9100"}
+    command = services["worker"]["command"]
+    assert command[command.index("--metrics-port") + 1] == "9100"

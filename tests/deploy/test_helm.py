@@ -24,7 +24,7 @@ PRODUCTION_VALUES = Path(__file__).parent / "values" / "production.yaml"
 KUBE_VERSION = "1.30.0"
 helm_python.disable_logging()  # its INFO line on every load (the dashboards symlink) is noise here
 # Custom resources have no schema in kubernetes-validate; checked structurally below.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
 EXTERNAL = {
     "qdrant": {"enabled": False},
     "externalQdrant": {"url": "http://qdrant.search.svc:6333"},
@@ -95,7 +95,8 @@ def test_every_manifest_matches_kubernetes_schema(manifests: list[dict[str, Any]
     for doc in manifests:
         kinds.add(doc["kind"])
         if doc["kind"] in CRD_KINDS:
-            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["spec"]["endpoints"]
+            endpoints = doc["spec"].get("endpoints") or doc["spec"].get("podMetricsEndpoints")
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and endpoints
             continue
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= kinds
@@ -116,6 +117,13 @@ def test_selectors_match_pod_labels_and_services(manifests: list[dict[str, Any]]
     for monitor in by_kind(manifests, "ServiceMonitor"):
         want = monitor["spec"]["selector"]["matchLabels"]
         assert any(want.items() <= s["metadata"]["labels"].items() for s in services), monitor["metadata"]["name"]
+    for monitor in by_kind(manifests, "PodMonitor"):
+        # Pods without a Service (workers) are scraped directly: the selector must find them and their port.
+        want = monitor["spec"]["selector"]["matchLabels"]
+        pods = [d["spec"]["template"] for d in deployments if want.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(pods) == 1, monitor["metadata"]["name"]
+        ports = {p["name"] for c in pods[0]["spec"]["containers"] for p in c.get("ports", [])}
+        assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
     for hpa in by_kind(manifests, "HorizontalPodAutoscaler"):
         target = hpa["spec"]["scaleTargetRef"]["name"]
         assert target in {d["metadata"]["name"] for d in deployments}
@@ -138,7 +146,7 @@ def test_probes_resources_security(manifests: list[dict[str, Any]]) -> None:
             assert pod["securityContext"]["runAsNonRoot"] is True
             (c,) = pod["containers"]
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
-            assert c["args"] == (["serve"] if name.endswith("-gateway") else ["worker"])
+            assert c["args"][:1] == (["serve"] if name.endswith("-gateway") else ["worker"])
         if "-vllm-" in name:
             (c,) = pod["containers"]
             assert c["resources"]["limits"]["nvidia.com/gpu"] >= 1

@@ -52,13 +52,13 @@ def test_o1_search_end_to_end_matches_the_reference_fusion(gw, vllm, vllm_embed)
     name = f"o1_{uuid.uuid4().hex[:6]}"
     created = gw.client.post("/v1/collections", json={"name": name}).json()
     assert created["dimension"] == 128 and created["embedder"] == "tiny-embed"
-    assert gw.client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS}).json() == {"upserted": 3}
+    r = gw.client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS})
+    assert r.json() == {"upserted": 3, "truncated": 0}
 
     query = "what pulls the ocean"
     before = vllm.completion_requests()
-    r = gw.client.post(
-        f"/v1/collections/{name}/search", json={"query": query, "think": True, "include_thoughts": True, "top_k": 3}
-    )
+    first = {"query": query, "think": True, "include_thoughts": True, "top_k": 3, "retrieval": "dense"}
+    r = gw.client.post(f"/v1/collections/{name}/search", json=first)
     assert r.status_code == 200, r.text
     body = r.json()
     assert vllm.completion_requests() - before == 1  # n=3 thoughts in one raw-completion request
@@ -80,7 +80,8 @@ def test_o1_search_end_to_end_matches_the_reference_fusion(gw, vllm, vllm_embed)
 
     # The repeat is a cache hit on the fused vector: neither the worker nor the embedding server is asked.
     before_embed = vllm_embed.embedding_requests()
-    again = gw.client.post(f"/v1/collections/{name}/search", json={"query": query, "include_thoughts": True}).json()
+    repeat = {"query": query, "include_thoughts": True, "retrieval": "dense"}
+    again = gw.client.post(f"/v1/collections/{name}/search", json=repeat).json()
     assert again["thought_cache"] == "hit" and again["thoughts"] == body["thoughts"]
     assert vllm.completion_requests() - before == 1
     assert vllm_embed.embedding_requests() - before_embed == 0
@@ -92,7 +93,8 @@ def test_o1_direct_mode_uses_the_empty_thought_format(gw, vllm_embed):
     name = f"o1d_{uuid.uuid4().hex[:6]}"
     gw.client.post("/v1/collections", json={"name": name})
     gw.client.post(f"/v1/collections/{name}/documents", json={"documents": DOCS})
-    body = gw.client.post(f"/v1/collections/{name}/search", json={"query": "mitosis", "think": False}).json()
+    direct = {"query": "mitosis", "think": False, "retrieval": "dense"}  # cosine scores
+    body = gw.client.post(f"/v1/collections/{name}/search", json=direct).json()
     assert body["mode"] == "direct"
     q = embed(vllm_embed, [f"<query>mitosis</query><thought>{EOS_TOKEN}{EMB}"])[0]
     d = embed(vllm_embed, [DOCS[1]["text"] + EMB])[0]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 
+from service.clients.sparse import bm25
 from service.search.profiles import HydeProfile, O1Profile, Query2docProfile, make_profile
 from service.settings import Settings
 
@@ -93,3 +95,47 @@ def test_cache_key_normalises_whitespace_and_covers_everything_that_changes_thou
 @pytest.mark.parametrize("name", ["hyde", "o1", "query2doc"])
 def test_direct_mode_is_one_text(name):
     assert len(make_profile(settings(think_profile=name)).query_texts("q", None)) == 1
+
+
+# --- the sparse (BM25) side: thoughts feed the bag-of-words query too ---
+
+
+def term_counts(text: str) -> dict[int, float]:
+    """Reference: each term's number of occurrences in one string, from BM25's own document weighting with no
+    length normalisation (b = 0) and no saturation (k -> infinity: tf * (k + 1) / (tf + k) -> tf)."""
+    vector = qe.Bm25(qe.Bm25Config(k=1e9, b=0.0)).embed_document(text)
+    return dict(zip(vector.indices, vector.values, strict=True))
+
+
+def bag(texts: list[str]) -> dict[int, float]:
+    vector = bm25().query(texts)
+    return dict(zip(vector.indices, vector.values, strict=True))
+
+
+def test_query2doc_sparse_query_is_the_query_five_times_plus_the_pseudo_document():
+    p = make_profile(settings(think_profile="query2doc"))
+    query, pseudo = "what causes ocean tides", "Tides are caused by the moon's gravity pulling on the ocean."
+    assert p.sparse_texts(query, [pseudo]) == [query] * 5 + [pseudo]
+    reference = term_counts(" ".join([query] * 5 + [pseudo]))  # the paper's concatenated BM25 query
+    got = bag(p.sparse_texts(query, [pseudo]))
+    assert got.keys() == reference.keys()
+    for term, weight in reference.items():
+        assert got[term] == pytest.approx(weight, rel=1e-6)
+    assert max(got.values()) == 6.0  # "ocean": five times from the query, once from the pseudo-document
+
+
+def test_hyde_and_o1_sparse_queries_are_the_query_plus_the_thoughts():
+    thoughts = ["The moon pulls the ocean.", "Gravity of the moon and the sun."]
+    for name in ("hyde", "o1"):
+        p = make_profile(settings(think_profile=name))
+        # O1's prompt markers and <emb> are for its embedder, not for BM25: the raw thoughts go in.
+        assert p.sparse_texts("what causes tides", thoughts) == ["what causes tides", *thoughts]
+        reference = term_counts(" ".join(["what causes tides", *thoughts]))
+        assert bag(p.sparse_texts("what causes tides", thoughts)) == pytest.approx(reference, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["hyde", "o1", "query2doc"])
+def test_direct_mode_sparse_query_is_the_query(name):
+    p = make_profile(settings(think_profile=name))
+    assert p.sparse_texts("why is the sky blue", None) == ["why is the sky blue"]
+    assert p.sparse_texts("why is the sky blue", []) == ["why is the sky blue"]

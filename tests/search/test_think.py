@@ -147,7 +147,7 @@ def test_thoughts_are_fused_as_hyde_says(gw):
     from service.clients.embedder import _resolve_local_model
 
     query = unique("tides and the moon")
-    body = search(gw, query, include_thoughts=True, top_k=len(DOCS))
+    body = search(gw, query, include_thoughts=True, top_k=len(DOCS), retrieval="dense")  # cosine scores
     model = SentenceTransformer(_resolve_local_model(None), device="cpu")
     fused = model.encode([query, *body["thoughts"]]).mean(axis=0)
     docs = model.encode([d["text"] for d in DOCS])

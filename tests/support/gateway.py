@@ -8,7 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -16,6 +18,8 @@ import uvicorn
 from service.main import create_app
 from service.settings import Settings
 from tests.support.servers import REPO_ROOT, free_port, wait_http
+
+T = TypeVar("T")
 
 
 class Gateway:
@@ -32,7 +36,15 @@ class Gateway:
         self.client = httpx.Client(base_url=self.url, timeout=120.0)
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve())
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self._server.serve()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run a coroutine on the app's own event loop (its clients and batchers belong to it)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def __enter__(self) -> Gateway:
         self._thread.start()

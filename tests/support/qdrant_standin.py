@@ -2,8 +2,9 @@
 
 No Qdrant server binary can be installed on the build machines, yet server mode (`QDRANT_URL`) and several
 processes sharing one store (separate ingestion workers) must be tested. This small HTTP app serves the part of
-Qdrant's REST API that qdrant-client calls (collections, upsert, count, retrieve, delete, query, query groups),
-backed by qdrant-client's own local mode, so the service under test talks real qdrant-client over real HTTP.
+Qdrant's REST API that qdrant-client calls (collections, payload indexes, upsert, count, retrieve, delete by ids or
+filter, query, query groups), backed by qdrant-client's own local mode, so the service under test talks real
+qdrant-client over real HTTP.
 Everything runs on one event loop: requests are applied one at a time, as local mode requires.
 
     python -m tests.support.qdrant_standin --port 6333 --path /tmp/store
@@ -46,6 +47,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def _query_args(body: models.QueryRequest | models.QueryGroupsRequest) -> dict[str, Any]:
     return {
         "query": body.query.nearest if isinstance(body.query, models.NearestQuery) else body.query,
+        "using": body.using,
+        "prefetch": body.prefetch,
         "limit": body.limit or 10,
         "query_filter": body.filter,
         "with_payload": body.with_payload if body.with_payload is not None else False,
@@ -83,7 +86,11 @@ def create_app(path: str) -> FastAPI:
     async def create_collection(name: str, body: models.CreateCollection) -> JSONResponse:
         if client.collection_exists(name):
             return _error(409, f"Wrong input: Collection `{name}` already exists!")
-        return _ok(client.create_collection(name, vectors_config=body.vectors, metadata=body.metadata))
+        return _ok(
+            client.create_collection(
+                name, vectors_config=body.vectors, sparse_vectors_config=body.sparse_vectors, metadata=body.metadata
+            )
+        )
 
     @app.delete("/collections/{name}")
     async def delete_collection(name: str) -> JSONResponse:
@@ -106,8 +113,14 @@ def create_app(path: str) -> FastAPI:
         )
 
     @app.post("/collections/{name}/points/delete")
-    async def delete(name: str, body: models.PointIdsList) -> JSONResponse:
+    async def delete(name: str, body: models.PointIdsList | models.FilterSelector) -> JSONResponse:
         return _ok(client.delete(name, points_selector=body, wait=True))
+
+    @app.put("/collections/{name}/index")
+    async def create_index(name: str, body: models.CreateFieldIndex) -> JSONResponse:
+        # Local mode keeps no payload indexes (filters scan): accepted as a no-op, as local mode does.
+        client.get_collection(name)  # an unknown collection is still a 404
+        return _ok({"operation_id": 0, "status": "completed"})
 
     @app.post("/collections/{name}/points/query")
     async def query(name: str, body: models.QueryRequest) -> JSONResponse:

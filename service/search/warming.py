@@ -1,0 +1,79 @@
+"""Warming as a job: a query log thought, embedded and cached in the background, its progress kept in the ingest
+job store (`kind: "warm"`), so `GET /v1/jobs/{id}` on any replica reads it and `DELETE` cancels it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+
+from service.ingest.broker import Broker, Job
+from service.search.pipeline import SearchPipeline
+
+log = logging.getLogger(__name__)
+# How often the counts are written to the job store (and a cancel is noticed).
+REPORT_INTERVAL_S = 0.5
+
+
+def progress(counts: Counter[str], queries: int) -> dict[str, int]:
+    # The pipeline counts a query it generated as "worker"; a coalesced or re-embedded one as "warmed".
+    worker = counts["worker"]
+    return {
+        "queries": queries,
+        "done": sum(counts.values()),
+        "skipped": counts["skipped"],
+        "warmed": counts["warmed"] + worker,
+        "failed": counts["failed"],
+        "worker_requests": worker,
+    }
+
+
+class Warming:
+    def __init__(self, pipeline: SearchPipeline, broker: Broker, concurrency: int) -> None:
+        self.pipeline = pipeline
+        self.broker = broker
+        self.concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self, collection: str, queries: list[str]) -> Job:
+        """The job is recorded before this returns (the 202); the work runs on in this process."""
+        job = await self.broker.create_job(collection, kind="warm")
+        job = await self.broker.record(job.job_id, progress(Counter(), len(queries)))
+        task = asyncio.create_task(self._run(job.job_id, queries), name=f"warm-{job.job_id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return job
+
+    async def _run(self, job_id: str, queries: list[str]) -> None:
+        counts: Counter[str] = Counter()
+        work = asyncio.ensure_future(self.pipeline.warm(queries, self.concurrency, lambda o: counts.update((o,))))
+        try:
+            await self.broker.record(job_id, progress(counts, len(queries)), "running")
+            while not work.done():
+                await asyncio.wait({work}, timeout=REPORT_INTERVAL_S)
+                job = await self.broker.record(job_id, progress(counts, len(queries)))
+                if job.status == "cancelled":  # DELETE /v1/jobs/{id}, from any replica
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await work
+                    return
+            summary = work.result()
+            if summary.failed and summary.failed == summary.queries:
+                await self.broker.record(job_id, progress(counts, len(queries)))
+                await self.broker.fail(job_id, "The thought worker is unavailable: every query failed.")
+            else:
+                await self.broker.record(job_id, progress(counts, len(queries)), "succeeded")
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        except Exception as exc:  # a failing embedder or job store: the job says so, the gateway goes on
+            work.cancel()
+            log.exception("warming job %s failed", job_id)
+            with contextlib.suppress(Exception):
+                await self.broker.fail(job_id, f"warming failed: {exc!r}"[:300])
+
+    async def aclose(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

@@ -123,6 +123,22 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of pid is stopped (or the process is gone)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # the thread ended
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
 def _wait_dead(pids: Sequence[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while any(pid_alive(p) for p in pids):
@@ -414,9 +430,19 @@ class VLLMServer(_ManagedProcess):
             raise RuntimeError(f"vLLM server failed to start: {exc}\n--- log tail ---\n{self.log_tail()}") from exc
         self.startup_seconds = time.monotonic() - t0
 
-    def pause(self) -> None:
-        """SIGSTOP the server and its engine core: requests hang (a stuck worker)."""
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP the server and its engine core: requests hang (a stuck worker).
+
+        Returns once every thread of every process has stopped: a stop signal takes effect asynchronously, and on a
+        loaded machine a request sent right after the signal could otherwise still be answered.
+        """
         self._signal_all(signal.SIGSTOP)
+        pids = self.process_pids()
+        deadline = time.monotonic() + timeout
+        while not all(_stopped(pid) for pid in pids):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.name} did not stop within {timeout:.0f}s of SIGSTOP")
+            time.sleep(0.01)
 
     def resume(self) -> None:
         self._signal_all(signal.SIGCONT)

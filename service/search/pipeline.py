@@ -153,7 +153,8 @@ class SearchPipeline:
         owned = _Owned()
         try:
             with timer.stage("think"):
-                await asyncio.gather(*self._start_thinking(cold, owned))
+                waits = self._start_thinking(cold, owned)
+                await asyncio.gather(self._embed_thought_free(cold), *waits)
             with timer.stage("embed"):
                 await self._embed_and_fuse(queries)
         except BaseException:
@@ -221,7 +222,8 @@ class SearchPipeline:
             async with gate:
                 owned = _Owned()
                 try:
-                    await asyncio.gather(*self._start_thinking([query], owned))
+                    waits = self._start_thinking([query], owned)
+                    await asyncio.gather(self._embed_thought_free([query]), *waits)
                     await self._embed_and_fuse([query])
                 except BaseException:
                     self._abandon(owned)
@@ -341,7 +343,8 @@ class SearchPipeline:
             _degrade(group, found.reason or "thinker_error")
         else:
             for q in group:
-                q.thoughts, q.embedded = found.thoughts, found.embedded
+                q.thoughts = found.thoughts
+                q.embedded = {**(q.embedded or {}), **(found.embedded or {})}
             if found.cached:
                 group[0].state = "hit"
 
@@ -450,10 +453,12 @@ class SearchPipeline:
                 texts_of.append(None)
             else:
                 texts_of.append(self.profile.query_texts(q.request.query, q.thoughts) if q.thoughts else q.direct_texts)
-        known = self._known_vectors(t for texts in texts_of if texts for t in texts)
+        embedded: dict[str, np.ndarray] = {}
         for q in queries:
             if q.embedded:
-                known.update(q.embedded)
+                embedded.update(q.embedded)
+        known = self._known_vectors(t for texts in texts_of if texts for t in texts if t not in embedded)
+        known.update(embedded)
         missing = list(dict.fromkeys(t for texts in texts_of if texts for t in texts if t not in known))
         if missing:
             fresh = dict(zip(missing, await self._embed(missing), strict=True))
@@ -477,6 +482,27 @@ class SearchPipeline:
         for q, e in finished:
             assert q.key is not None
             self.in_flight.resolve(q.key, e)
+
+    async def _embed_thought_free(self, queries: list[_Query]) -> None:
+        """The texts of the think vector that need no thoughts (HyDE's query), embedded in one call while the worker
+        generates, on the core it leaves free: after the last token only the thoughts are left to embed, and a
+        degraded answer finds its direct vector ready. Only for keys this search owns (the others get the vector)."""
+        wanted = {q.key: self.profile.thought_free_texts(q.request.query) for q in queries if q.owner}
+        texts = list(dict.fromkeys(t for ts in wanted.values() for t in ts))
+        known = self._known_vectors(iter(texts))
+        missing = [t for t in texts if t not in known]
+        if missing:
+            try:
+                fresh = dict(zip(missing, await self._embed(missing), strict=True))
+            except Exception as exc:  # embedded again, and failing cleanly, with the thoughts
+                log.warning("embedding the queries ahead of their thoughts failed: %r", exc)
+                return
+            known.update(fresh)
+            if self._text_vectors is not None:
+                self._text_vectors.update(fresh)
+        for q in queries:
+            if q.owner:
+                q.embedded = {**(q.embedded or {}), **{t: known[t] for t in wanted[q.key]}}
 
     def _known_vectors(self, texts: Iterator[str]) -> dict[str, np.ndarray]:
         if self._text_vectors is None:

@@ -86,6 +86,10 @@ class ThinkProfile:
         """One query vector from the embeddings of `query_texts`."""
         return vectors.mean(axis=0)
 
+    def thought_free_texts(self, query: str) -> list[str]:
+        """The texts of the think-mode vector that do not depend on the thoughts: embedded while they are generated."""
+        return []
+
     def sparse_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
         """Texts of the BM25 query, as one bag of words (their term counts add up); no thoughts = direct mode.
         By default the query and each thought once (HyDE's texts, O1's thoughts without their prompt markers)."""
@@ -102,6 +106,9 @@ class HydeProfile(ThinkProfile):
 
     def query_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
         return [query, *(thoughts or [])]
+
+    def thought_free_texts(self, query: str) -> list[str]:
+        return [query]
 
 
 class Query2docProfile(ThinkProfile):

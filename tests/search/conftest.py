@@ -17,11 +17,13 @@ class EmbedCalls:
         embedder = gw.app.state.services.embedder
         real = embedder.embed
         self.count = 0
+        self.texts: list[str] = []  # every query text embedded, in order
 
         @functools.wraps(real)
         async def counting(texts, **kwargs):
             if not kwargs.get("documents"):
                 self.count += 1
+                self.texts.extend(texts)
             return await real(texts, **kwargs)
 
         embedder.embed = counting

@@ -29,7 +29,9 @@ def test_batch_keeps_order_and_per_query_fields(speed_gw, vllm):
     assert r.status_code == 200, r.text
     results = r.json()["responses"]
     assert vllm.completion_requests() - before_vllm == 2  # two distinct cold queries, the repeat joins the first
-    assert gw.embed_calls.count - before_embed == 1  # every text of the batch in one embedder call
+    # Two embedder calls for the whole batch: the cold queries' own texts while the worker generates, then every
+    # other text (thoughts, the direct query) in one call.
+    assert gw.embed_calls.count - before_embed == 2
     assert [b["mode"] for b in results] == ["think", "direct", "think", "think", "think"]
     assert [b["thought_cache"] for b in results] == ["miss", None, "hit", "coalesced", "miss"]
     assert [len(b["results"]) for b in results] == [2, 3, 4, 2, 1]  # top_k 10 over 4 documents

@@ -21,6 +21,7 @@ def test_32_identical_cold_queries_make_one_generation_and_one_embedding(speed_g
     gw = speed_gw
     query = unique("what causes the seasons")
     before_vllm, before_embed = vllm.completion_requests(), gw.embed_calls.count
+    before_texts = len(gw.embed_calls.texts)
 
     async def fire() -> list[dict]:
         async with httpx.AsyncClient(base_url=gw.url, timeout=120) as client:
@@ -32,7 +33,11 @@ def test_32_identical_cold_queries_make_one_generation_and_one_embedding(speed_g
 
     bodies = asyncio.run(fire())
     assert vllm.completion_requests() - before_vllm == 1
-    assert gw.embed_calls.count - before_embed == 1
+    # One embedding of the query while the worker generates, one of its thoughts after: each text once.
+    assert gw.embed_calls.count - before_embed == 2
+    embedded = gw.embed_calls.texts[before_texts:]
+    assert embedded[0] == query
+    assert sorted(embedded) == sorted({query, *bodies[0]["thoughts"]})
     states = [b["thought_cache"] for b in bodies]
     assert states.count("miss") == 1 and "coalesced" in states
     # Every waiter searched with the same fused vector: same thoughts, same ranking and scores.
@@ -48,13 +53,29 @@ def test_cached_think_search_makes_no_embedding_and_matches_the_miss(speed_gw, v
     before_vllm, before_embed = vllm.completion_requests(), gw.embed_calls.count
     hit = search(gw, query, include_thoughts=True, top_k=4)
     spaced = search(gw, f"  {query}  ", include_thoughts=True, top_k=4)  # the normalised query is the key
-    assert miss["thought_cache"] == "miss" and hit["thought_cache"] == spaced["thought_cache"] == "hit"
+    states = [(b["thought_cache"], b["mode"], b["degraded"]) for b in (miss, hit, spaced)]
+    assert states == [("miss", "think", False), ("hit", "think", False), ("hit", "think", False)], (states, miss)
     assert vllm.completion_requests() == before_vllm
     assert gw.embed_calls.count == before_embed
     assert hit["thoughts"] == miss["thoughts"]
     assert [h["id"] for h in hit["results"]] == [h["id"] for h in miss["results"]]
     assert [h["score"] for h in hit["results"]] == pytest.approx([h["score"] for h in miss["results"]], abs=1e-6)
     assert hit["timings_ms"]["embed"] < miss["timings_ms"]["embed"] or hit["timings_ms"]["embed"] == 0
+
+
+def test_a_query_past_its_deadline_answers_with_the_vector_embedded_while_the_worker_ran(speed_gw, vllm):
+    gw = speed_gw
+    query = unique("how do tides form")
+    search(gw, unique("warm the worker connection"))
+    before_embed, before_texts = gw.embed_calls.count, len(gw.embed_calls.texts)
+    vllm.pause()  # the worker hangs: the search degrades on its deadline
+    try:
+        body = search(gw, query, deadline_ms=300)
+        calls, texts = gw.embed_calls.count - before_embed, gw.embed_calls.texts[before_texts:]
+    finally:
+        vllm.resume()
+    assert body["mode"] == "direct" and body["degraded"], body
+    assert (calls, texts) == (1, [query])  # the direct answer did not embed the query a second time
 
 
 def test_a_repeated_direct_query_is_embedded_once(speed_gw):

@@ -2,14 +2,17 @@
 
 (a) sweep: p50/p95/p99 and requests/s of POST /search for cached think, direct (a new query each time) and cold
     think (a new query each time) at concurrency 1, 4, 16, 64, beside the bare in-process components at the same
-    concurrency (cached think: cache read + Qdrant search; direct: embed + Qdrant search), with the ratios;
+    concurrency (cached think: cache read + Qdrant search; direct: embed + Qdrant search; both the gateway's
+    default hybrid search, BM25 query included), with the ratios;
 (b) vLLM requests per cold query;
 (c) batch vs single: 64 new direct queries in one POST /search/batch vs 64 single searches at concurrency 1;
 (d) streaming: time to the first SSE event (direct results) vs the full think answer, cold queries;
 (e) the gateway's RSS.
 
 Real components: vLLM (CPU build, tiny generated model), the gateway as its own uvicorn process (in-process thought
-cache), MiniLM in-process, embedded Qdrant (:memory:). `--quick` keeps a run under two minutes.
+cache), MiniLM in-process, the default embedded store (Qdrant Edge, in a temporary folder; the bare side has its own
+Edge store with the same documents). `--quick` keeps a run under two minutes. `--versus` runs its gateways on
+qdrant-client's in-memory mode.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import numpy as np
 
 from service.clients.cache import CachedQuery, MemoryThoughtCache
 from service.clients.embedder import LocalEmbedder
-from service.clients.vectorstore import StoredDocument, VectorStore
+from service.clients.sparse import bm25
+from service.clients.vectorstore import SearchQuery, StoredDocument, open_store
 from service.evaluation import read_jsonl
 from service.search.profiles import make_profile
 from service.settings import Settings
@@ -111,8 +115,15 @@ def row(label: str, latencies: list[float], wall: float, extra: str = "") -> str
 
 class Bench:
     def __init__(
-        self, base: str, vllm: VLLMServer, docs: list[dict], requests: int, concurrency: tuple[int, ...] = CONCURRENCY
+        self,
+        base: str,
+        vllm: VLLMServer,
+        docs: list[dict],
+        requests: int,
+        concurrency: tuple[int, ...] = CONCURRENCY,
+        bare_store: str | None = None,
     ) -> None:
+        self.bare_store = bare_store  # an Edge store's folder; None: qdrant-client's in-memory mode
         self.concurrency = concurrency
         self.cold = True
         self.base = base
@@ -135,7 +146,7 @@ class Bench:
             (await self.client.post(f"/v1/collections/{COLLECTION}/documents", json=batch)).raise_for_status()
         # The bare components, in this process: MiniLM, an in-process cache, embedded Qdrant with the same docs.
         self.embedder = LocalEmbedder(None, self.settings.embedder_batch_size, self.settings.embedder_threads)
-        self.store = VectorStore.connect(url=None, api_key=None, path=":memory:", timeout_s=10)
+        self.store = open_store(url=None, api_key=None, path=self.bare_store or ":memory:", timeout_s=10)
         dim = await self.embedder.dimension()
         await self.store.create(COLLECTION, dim, embedder=self.embedder.name, profile=self.profile.name)
         stored = [StoredDocument(d["id"], d["text"], "", {}) for d in self.docs]
@@ -157,15 +168,20 @@ class Bench:
             inside.append(body["timings_ms"]["total"] / 1000)
 
         async def bare_cached() -> None:
+            # The search the gateway makes by default: hybrid, its BM25 side from the query and the thoughts.
             entry = await self.cache.get_query("bench-key")
             assert entry is not None
-            await self.store.search(COLLECTION, entry.vector, 10)
+            sparse = bm25().query(self.profile.sparse_texts(query, entry.thoughts))
+            await self.store.search_batch(COLLECTION, [SearchQuery(entry.vector, 10, retrieval="hybrid", sparse=sparse)])
 
         async def http_direct() -> None:
             assert (await self.search({"query": fresh_query(), "think": False}))["mode"] == "direct"
 
         async def bare_direct() -> None:
-            await self.store.search(COLLECTION, self.profile.fuse(await self.embedder.embed([fresh_query()])), 10)
+            text = fresh_query()
+            vector = self.profile.fuse(await self.embedder.embed([text]))
+            sparse = bm25().query(self.profile.sparse_texts(text, None))
+            await self.store.search_batch(COLLECTION, [SearchQuery(vector, 10, retrieval="hybrid", sparse=sparse)])
 
         async def http_cold() -> None:
             # A long deadline: this measures thinking, not degrading.
@@ -178,7 +194,7 @@ class Bench:
             await http_direct()
             await bare_direct()
         n, tokens = THINK_ENV["THINK_N"], THINK_ENV["THINK_MAX_TOKENS"]
-        print(f"\n(a) sweep: {len(self.docs)} docs, n={n}, {tokens} new tokens")
+        print(f"\n(a) sweep: {len(self.docs)} docs, n={n}, {tokens} new tokens, hybrid retrieval (the default) on both sides")
         print(f"    {'':34} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'req/s':>9}")
         for c in self.concurrency:
             n = max(self.requests, 2 * c)
@@ -299,8 +315,8 @@ async def versus(bases: dict[str, str], vllm: VLLMServer, args: argparse.Namespa
             await client.aclose()
 
 
-async def run(base: str, vllm: VLLMServer, args: argparse.Namespace) -> None:
-    bench = Bench(base, vllm, corpus(args.docs), args.requests, tuple(args.concurrency))
+async def run(base: str, vllm: VLLMServer, args: argparse.Namespace, bare_store: str) -> None:
+    bench = Bench(base, vllm, corpus(args.docs), args.requests, tuple(args.concurrency), bare_store)
     bench.cold = not args.hot
     try:
         await bench.setup()
@@ -342,9 +358,10 @@ def main() -> None:
         model = build_tiny_model(Path(tmp) / "tiny")
         with VLLMServer(model, "tiny-think", startup_timeout=VLLM_STARTUP_S) as vllm:
             port = free_port()
-            gateway = start_gateway(port, vllm.base_url)
+            # The production default, Qdrant Edge, on both sides (the bare side's own folder).
+            gateway = start_gateway(port, vllm.base_url, {"QDRANT_PATH": str(Path(tmp) / "gateway-store")})
             try:
-                asyncio.run(run(f"http://127.0.0.1:{port}", vllm, args))
+                asyncio.run(run(f"http://127.0.0.1:{port}", vllm, args, str(Path(tmp) / "bare-store")))
                 rss_mb = rss_bytes([gateway.pid]) / 2**20
                 print(f"\n(e) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb:.0f} MB   ({load()})")
             finally:

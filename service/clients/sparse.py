@@ -27,8 +27,10 @@ class SparseVector:
 class Bm25Encoder:
     """Token hashes and weights from one tokenizer (Qdrant's word tokenizer, English stemming and stopwords)."""
 
-    def __init__(self) -> None:
+    def __init__(self, word_cache: int = 65_536) -> None:
         self._model = qe.Bm25()
+        # A query's words repeat across queries (and a think query has hundreds): each is tokenized once.
+        self._word_terms = lru_cache(maxsize=word_cache)(self._terms)
 
     def document(self, text: str) -> SparseVector:
         vector = self._model.embed_document(text)
@@ -39,12 +41,16 @@ class Bm25Encoder:
         bag-of-words query does, which the profiles' sparse variants were measured with). `embed_query` gives each
         distinct term of one text weight 1, so the texts are fed to it a whitespace-separated word at a time
         (the word tokenizer never joins words across whitespace) and the weights added up."""
+        words = Counter(word for text in texts for word in text.split())
         counts: Counter[int] = Counter()
-        for text in texts:
-            for word in text.split():
-                counts.update(self._model.embed_query(word).indices)
+        for word, times in words.items():
+            for index in self._word_terms(word):
+                counts[index] += times
         indices = sorted(counts)
         return SparseVector(indices, [float(counts[i]) for i in indices])
+
+    def _terms(self, word: str) -> tuple[int, ...]:
+        return tuple(self._model.embed_query(word).indices)
 
 
 @lru_cache(maxsize=1)

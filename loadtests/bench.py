@@ -167,21 +167,22 @@ class Bench:
             assert body["thought_cache"] == "hit"
             inside.append(body["timings_ms"]["total"] / 1000)
 
-        async def bare_cached() -> None:
+        async def bare_search(text: str, vector: np.ndarray, thoughts: list[str] | None) -> None:
             # The search the gateway makes by default: hybrid, its BM25 side from the query and the thoughts.
+            sparse = bm25().query(self.profile.sparse_texts(text, thoughts))
+            await self.store.search_batch(COLLECTION, [SearchQuery(vector, 10, retrieval="hybrid", sparse=sparse)])
+
+        async def bare_cached() -> None:
             entry = await self.cache.get_query("bench-key")
             assert entry is not None
-            sparse = bm25().query(self.profile.sparse_texts(query, entry.thoughts))
-            await self.store.search_batch(COLLECTION, [SearchQuery(entry.vector, 10, retrieval="hybrid", sparse=sparse)])
+            await bare_search(query, entry.vector, entry.thoughts)
 
         async def http_direct() -> None:
             assert (await self.search({"query": fresh_query(), "think": False}))["mode"] == "direct"
 
         async def bare_direct() -> None:
             text = fresh_query()
-            vector = self.profile.fuse(await self.embedder.embed([text]))
-            sparse = bm25().query(self.profile.sparse_texts(text, None))
-            await self.store.search_batch(COLLECTION, [SearchQuery(vector, 10, retrieval="hybrid", sparse=sparse)])
+            await bare_search(text, self.profile.fuse(await self.embedder.embed([text])), None)
 
         async def http_cold() -> None:
             # A long deadline: this measures thinking, not degrading.

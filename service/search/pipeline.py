@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -489,7 +489,7 @@ class SearchPipeline:
         degraded answer finds its direct vector ready. Only for keys this search owns (the others get the vector)."""
         wanted = {q.key: self.profile.thought_free_texts(q.request.query) for q in queries if q.owner}
         texts = list(dict.fromkeys(t for ts in wanted.values() for t in ts))
-        known = self._known_vectors(iter(texts))
+        known = self._known_vectors(texts)
         missing = [t for t in texts if t not in known]
         if missing:
             try:
@@ -504,7 +504,7 @@ class SearchPipeline:
             if q.owner:
                 q.embedded = {**(q.embedded or {}), **{t: known[t] for t in wanted[q.key]}}
 
-    def _known_vectors(self, texts: Iterator[str]) -> dict[str, np.ndarray]:
+    def _known_vectors(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         if self._text_vectors is None:
             return {}
         known = {}

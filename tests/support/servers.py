@@ -114,13 +114,17 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
+def _state(stat: Path) -> str | None:
+    """The state letter of a /proc stat file (R, S, T, Z, ...); None once the process or thread is gone."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True if pid exists and is not a zombie (orphans are reaped by init later)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return _state(Path(f"/proc/{pid}/stat")) not in (None, "Z")
 
 
 def _stopped(pid: int) -> bool:
@@ -129,14 +133,7 @@ def _stopped(pid: int) -> bool:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return True
-    for task in tasks:
-        try:
-            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue  # the thread ended
-        if state not in ("T", "t", "Z", "X"):
-            return False
-    return True
+    return all(_state(task / "stat") in (None, "T", "t", "Z", "X") for task in tasks)
 
 
 def _wait_dead(pids: Sequence[int], timeout: float) -> bool:

@@ -32,13 +32,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.clients.cache import CachedQuery, MemoryThoughtCache
 from service.clients.embedder import LocalEmbedder
 from service.clients.sparse import bm25
-from service.clients.vectorstore import SearchQuery, StoredDocument, open_store
-from service.evaluation import read_jsonl
-from service.search.profiles import make_profile
+from service.model.documents import StoredDocument
+from service.model.profiles import make_profile
+from service.redis.cache import CachedQuery, MemoryThoughtCache
 from service.settings import Settings
+from service.store.base import SearchQuery
+from service.store.factory import open_store
+from service.tools.evaluation import read_jsonl
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port, rss_bytes, wait_http
 from tests.support.tinymodel import build_tiny_model
 

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.evaluation import MODES, evaluate_rows, markdown_table, write_report
+from service.tools.evaluation import MODES, evaluate_rows, markdown_table, write_report
 from tests.support.gateway import spawn_gateway
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port
 from tests.support.tinymodel import build_tiny_model

@@ -23,7 +23,7 @@ import time
 import httpx
 import numpy as np
 
-from service.evaluation import read_jsonl
+from service.tools.evaluation import read_jsonl
 from tests.support.servers import REPO_ROOT, free_port, wait_http
 
 SCIFACT = REPO_ROOT.parent / "shared" / "data" / "beir" / "scifact"

@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 
 from service.clients.embedder import LocalEmbedder
-from service.evaluation import read_jsonl
-from service.search.profiles import make_profile
+from service.model.profiles import make_profile
 from service.settings import Settings
+from service.tools.evaluation import read_jsonl
 from tests.support.servers import REPO_ROOT, free_port, wait_http
 
 SCIFACT = REPO_ROOT.parent / "shared" / "data" / "beir" / "scifact"

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from service.clients.edge_store import EdgeStore
 from service.clients.embedder import LocalEmbedder
-from service.clients.vectorstore import Store, StoredDocument, VectorStore
-from service.evaluation import read_jsonl
+from service.model.documents import StoredDocument
+from service.store.base import Store
+from service.store.edge.store import EdgeStore
+from service.store.qdrant import VectorStore
+from service.tools.evaluation import read_jsonl
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 LANGS = [f"l{i}" for i in range(10)]  # a filter on one keeps 10% of the points

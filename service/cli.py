@@ -10,9 +10,9 @@ import sys
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from service.app import create_app
     from service.lifecycle import DrainingServer
-    from service.logs import configure_logging
-    from service.main import create_app
+    from service.observability.logs import configure_logging
     from service.settings import get_settings
 
     settings = get_settings()
@@ -41,7 +41,7 @@ def _retrievals(value: str) -> list[str]:
 def evaluate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from service.evaluation import MODES, evaluate_rows, markdown_table, write_report
+    from service.tools.evaluation import MODES, evaluate_rows, markdown_table, write_report
 
     modes = args.modes.split(",") if args.modes else ["think" if args.think else "direct"]
     if unknown := set(modes) - set(MODES):
@@ -73,8 +73,9 @@ def migrate(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
-    from service.clients.edge_store import EdgeStore, copy_collection
-    from service.clients.vectorstore import VectorStore
+    from service.store.edge.store import EdgeStore
+    from service.store.migrate import copy_collection
+    from service.store.qdrant import VectorStore
 
     if bool(args.to_url) == bool(args.to_path):
         raise SystemExit("give one of --to-url or --to-path")
@@ -150,9 +151,9 @@ def warm(args: argparse.Namespace) -> None:
 def worker(args: argparse.Namespace) -> None:
     import asyncio
 
-    from service.ingest.runner import refusal, run_worker
-    from service.logs import configure_logging
+    from service.observability.logs import configure_logging
     from service.settings import get_settings
+    from service.worker_process import refusal, run_worker
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -162,7 +163,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def ingest(args: argparse.Namespace) -> None:
-    from service.ingest.upload import run_ingest
+    from service.tools.upload import run_ingest
 
     raise SystemExit(
         run_ingest(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.evaluation import (
+from service.settings import Settings
+from service.tools.evaluation import (
     Row,
     evaluate_rows,
     latency_percentiles,
@@ -18,7 +19,6 @@ from service.evaluation import (
     search_body,
     write_report,
 )
-from service.settings import Settings
 from tests.support.gateway import Gateway
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 
 from loadtests.bench import SCIFACT, VLLM_STARTUP_S, load
-from service.evaluation import read_jsonl
+from service.tools.evaluation import read_jsonl
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port, wait_http
 from tests.support.tinymodel import build_tiny_model
 

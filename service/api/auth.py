@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 
-from service import metrics
-from service.api.middleware import add_response_headers, annotate_request
 from service.api.problems import Problem
-from service.clients.ratelimit import Bucket
+from service.observability import metrics
+from service.observability.context import add_response_headers, annotate_request
+from service.redis.ratelimit import Bucket
 from service.settings import KeySpec, RateLimit, Scope, Settings
 
 HASH_PREFIX = "sha256:"

@@ -13,8 +13,8 @@ from fastapi import Depends, Request
 
 from service.api.problems import Problem
 from service.api.protocol import COLLECTION_NAME
-from service.catalog import Catalog
-from service.ingest.service import Ingestion
+from service.documents.catalog import Catalog
+from service.ingest.ingestion import Ingestion
 from service.search.pipeline import SearchPipeline
 from service.search.warming import Warming
 from service.settings import Settings

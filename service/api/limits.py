@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from service.api.problems import field_error
-from service.api.protocol import BatchSearchRequest, DocumentIn, SearchRequest, UpsertRequest, WarmRequest
+from service.api.protocol import BatchSearchRequest, SearchRequest, UpsertRequest, WarmRequest
+from service.model.documents import document_violation
 from service.settings import Settings
 
 
@@ -16,17 +15,6 @@ def check_upsert(request: UpsertRequest, settings: Settings) -> None:
         if violation := document_violation(doc, settings):
             field, message = violation
             raise field_error(f"documents[{i}].{field}", message)
-
-
-def document_violation(doc: DocumentIn, settings: Settings) -> tuple[str, str] | None:
-    """The first size limit one document breaks, as (field, message); shared by the upsert and the bulk path."""
-    if len(doc.text) > settings.max_text_chars:
-        return "text", f"longer than {settings.max_text_chars} characters"
-    if len(doc.title) > settings.max_text_chars:
-        return "title", f"longer than {settings.max_text_chars} characters"
-    if len(json.dumps(doc.metadata).encode()) > settings.max_metadata_bytes:
-        return "metadata", f"larger than {settings.max_metadata_bytes} bytes"
-    return None
 
 
 def check_search(request: SearchRequest, settings: Settings, prefix: str = "") -> None:

@@ -3,7 +3,6 @@ request ids in headers and logs, latency metrics by route template, and the requ
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -13,40 +12,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
+from service.observability import metrics
+from service.observability.context import REQUEST_FIELDS, REQUEST_ID
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-# What the handlers learned about a request (mode, cache outcome, key id, ...), for its one access-log line.
-_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_fields", default=None)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 log = logging.getLogger("thinksearch.access")
-
-
-def current_request_id() -> str | None:
-    return _request_id.get()
-
-
-def add_response_headers(headers: dict[str, str]) -> None:
-    """Headers for the current request's response, whatever kind of response the handler returns."""
-    current = _request_fields.get()
-    if current is not None:
-        current.setdefault("_headers", {}).update(headers)
-
-
-def annotate_request(**fields: Any) -> None:
-    """Adds fields to the current request's access-log line (never document text, never a key)."""
-    current = _request_fields.get()
-    if current is not None:
-        current.update(fields)
-
-
-class RequestIdLogFilter(logging.Filter):
-    """Puts the current request id on every log record (`%(request_id)s`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get() or "-"
-        return True
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -68,9 +39,9 @@ class RequestContextMiddleware:
             return
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        token = _request_id.set(request_id)
+        token = REQUEST_ID.set(request_id)
         fields: dict[str, Any] = {}
-        fields_token = _request_fields.set(fields)
+        fields_token = REQUEST_FIELDS.set(fields)
         started = time.perf_counter()
         status_sent: int | None = None
 
@@ -108,8 +79,8 @@ class RequestContextMiddleware:
                 elapsed * 1000,
                 extra={"fields": {**access, **{k: v for k, v in fields.items() if k != "_headers"}}},
             )
-            _request_fields.reset(fields_token)
-            _request_id.reset(token)
+            REQUEST_FIELDS.reset(fields_token)
+            REQUEST_ID.reset(token)
 
 
 class BodyTooLarge(Exception):
@@ -163,7 +134,7 @@ class BodySizeLimitMiddleware:
 async def send_problem(send: Send, status: int, title: str, detail: str) -> None:
     """A problem+json response sent at the ASGI level, for errors raised outside FastAPI's handlers."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if request_id := _request_id.get():
+    if request_id := REQUEST_ID.get():
         body["request_id"] = request_id
     payload = json.dumps(body).encode()
     headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(payload)).encode())]

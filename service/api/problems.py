@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.middleware import current_request_id
+from service.observability.context import current_request_id
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # What a 503 tells clients to wait before trying again (dependencies usually come back within seconds).

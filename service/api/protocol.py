@@ -5,49 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-SCALARS = (str, int, float, bool, type(None))
+from service.jobs.model import JobStatus
+from service.model.documents import DocumentIn, NonBlank, Strict, is_scalar_or_scalar_list
 
-
-def _is_scalar_or_scalar_list(value: Any, *, allow_null: bool) -> bool:
-    scalars = SCALARS if allow_null else SCALARS[:-1]
-    if isinstance(value, list):
-        return all(isinstance(v, scalars) for v in value)
-    return isinstance(value, scalars)
-
-
-def _metadata(value: dict[str, Any]) -> dict[str, Any]:
-    for key, v in value.items():
-        if not _is_scalar_or_scalar_list(v, allow_null=True):
-            raise ValueError(f"'{key}' must be a scalar or a list of scalars")
-    return value
+COLLECTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 def _filter(value: dict[str, Any]) -> dict[str, Any]:
     for key, v in value.items():
-        if not _is_scalar_or_scalar_list(v, allow_null=False) or v == []:
+        if not is_scalar_or_scalar_list(v, allow_null=False) or v == []:
             raise ValueError(f"'{key}' must be a value or a non-empty list of values")
     return value
 
 
 # One readable error per bad entry, instead of one per member of a union type.
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 Filter = Annotated[dict[str, Any], AfterValidator(_filter)]
-COLLECTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-NonBlank = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- collections ---
@@ -105,13 +79,6 @@ class CollectionDetail(CollectionCreated):
 
 
 # --- documents ---
-
-
-class DocumentIn(Strict):
-    id: str = Field(min_length=1, max_length=512)
-    text: NonBlank
-    title: str = ""
-    metadata: Metadata = Field(default_factory=dict)
 
 
 class UpsertRequest(Strict):
@@ -220,7 +187,6 @@ class Readiness(BaseModel):
 
 # --- bulk ingestion and jobs (issue 5) ---
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class BulkAccepted(BaseModel):

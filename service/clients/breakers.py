@@ -15,7 +15,7 @@ from typing import Any
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
-from service import metrics
+from service.observability import metrics
 
 # Gauge values of thinksearch_circuit_breaker_state.
 STATE_VALUES = {"closed": 0.0, "half-opened": 0.5, "opened": 1.0}

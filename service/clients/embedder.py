@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,18 +20,12 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from service.clients.breakers import Breakers, CircuitOpen
 from service.clients.http import openai_compatible_client
+from service.model.errors import EmbedderError
 
 DEFAULT_LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Texts per unit of queued work (and the most one encode call merges).
 WORK_CHUNK = 64
 
-
-class EmbedderError(Exception):
-    """The embedder is unreachable or failed: searches and ingests answer 503. `status`: the server's HTTP status."""
-
-    def __init__(self, detail: str, status: int | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
 
 
 class Embedder(Protocol):

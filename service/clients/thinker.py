@@ -9,30 +9,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import httpx
 
 from service.clients.breakers import Breakers, CircuitOpen
 from service.clients.http import openai_compatible_client
-
-
-@dataclass(frozen=True)
-class Sampling:
-    n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-
-
-@dataclass(frozen=True)
-class ThoughtRequest:
-    """One request to the thought worker: `n` samples of `prompt` (chat message or raw completion)."""
-
-    api: Literal["chat", "completion"]
-    prompt: str
-    sampling: Sampling
+from service.model.thoughts import Generation, ThoughtRequest
 
 
 class ThinkerError(Exception):
@@ -42,12 +24,6 @@ class ThinkerError(Exception):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class Generation:
-    thoughts: list[str]
-    completion_tokens: int
 
 
 class ThinkerClient:

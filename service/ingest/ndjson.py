@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from service.api.limits import document_violation
-from service.api.protocol import DocumentIn
+from service.model.documents import DocumentIn, document_violation
 from service.settings import Settings
 
 

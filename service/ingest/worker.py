@@ -20,20 +20,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import metrics
-from service.api.protocol import DocumentIn
-from service.clients.embedder import Embedder, EmbedderError
-from service.clients.vectorstore import (
-    ChunkingParams,
+from service.clients.embedder import Embedder
+from service.documents.chunking import Chunker
+from service.ingest.queue import Broker, Entry
+from service.jobs.model import TERMINAL
+from service.model.collections import ChunkingParams
+from service.model.documents import DocumentIn, StoredDocument
+from service.model.errors import (
     CollectionNotFound,
-    StoredDocument,
+    EmbedderError,
+    JobNotFound,
+    QueueUnavailable,
     StoreUnavailable,
     VectorMismatch,
-    VectorStore,
 )
-from service.ingest.broker import TERMINAL, Broker, Entry, JobNotFound, QueueUnavailable
-from service.ingest.chunking import Chunker
-from service.search.profiles import ThinkProfile
+from service.model.profiles import ThinkProfile
+from service.observability import metrics
+from service.store.base import Store
 
 log = logging.getLogger("thinksearch.ingest")
 RETRY_S = 2.0  # pause before retrying a batch whose dependency failed (the entries stay pending meanwhile)
@@ -55,7 +58,7 @@ class IngestWorker:
     def __init__(
         self,
         broker: Broker,
-        store: VectorStore,
+        store: Store,
         embedder: Embedder,
         profile: ThinkProfile,
         chunker: Chunker,

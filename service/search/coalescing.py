@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from service import metrics
-from service.clients.leases import Leases, LeaseUnavailable
+from service.observability import metrics
+from service.redis.leases import Leases, LeaseUnavailable
 
 T = TypeVar("T")
 

@@ -17,39 +17,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from cachetools import LRUCache
 
-from service import metrics
-from service.api.protocol import SearchRequest
-from service.clients.cache import CachedQuery, ThoughtCache
 from service.clients.embedder import Embedder
 from service.clients.sparse import bm25
 from service.clients.thinker import Generation, ThinkerClient, ThinkerError
-from service.clients.vectorstore import CollectionNotFound, Fusion, Hit, Retrieval, SearchQuery, Store
+from service.model.documents import Hit
+from service.model.errors import CollectionNotFound
+from service.model.profiles import ThinkProfile
+from service.model.search import Retrieval, SearchOutcome, SearchSpec, WarmSummary
+from service.observability import metrics
+from service.redis.cache import CachedQuery, ThoughtCache
 from service.search.coalescing import AcrossReplicas, InFlight
-from service.search.profiles import ThinkProfile
 from service.settings import Settings
+from service.store.base import Fusion, SearchQuery, Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    hits: list[Hit]
-    mode: str
-    thought_cache: str | None
-    degraded: bool
-    thoughts: list[str] | None
-    timings_ms: dict[str, float]
-    reason: str | None = None  # why degraded (deadline, thinker_error, thinker_not_configured)
-    retrieval: Retrieval = "dense"  # what answered (a collection without a sparse side answers dense)
-
-
-@dataclass(frozen=True)
-class WarmSummary:
-    queries: int
-    skipped: int
-    warmed: int
-    failed: int
-    worker_requests: int
 
 
 # One metric child per stage, looked up once: `labels()` per stage per search showed in the hot-path profile.
@@ -79,7 +60,7 @@ class StageTimer:
 class _Query:
     """One query on its way through the pipeline."""
 
-    request: SearchRequest
+    request: SearchSpec
     deadline_s: float
     direct_texts: list[str]
     think: bool = False  # thoughts wanted and a worker configured
@@ -140,10 +121,10 @@ class SearchPipeline:
 
     # --- entry points ---
 
-    async def search(self, collection: str, request: SearchRequest) -> SearchOutcome:
+    async def search(self, collection: str, request: SearchSpec) -> SearchOutcome:
         return (await self.search_batch(collection, [request]))[0]
 
-    async def search_batch(self, collection: str, requests: list[SearchRequest]) -> list[SearchOutcome]:
+    async def search_batch(self, collection: str, requests: list[SearchSpec]) -> list[SearchOutcome]:
         timer = StageTimer()
         with timer.stage("cache"):
             queries = await self._prepare(requests)
@@ -165,7 +146,7 @@ class SearchPipeline:
         timings = timer.done()
         return [self._outcome(q, h, timings) for q, h in zip(queries, hits, strict=True)]
 
-    async def stream(self, collection: str, request: SearchRequest) -> AsyncIterator[SearchOutcome]:
+    async def stream(self, collection: str, request: SearchSpec) -> AsyncIterator[SearchOutcome]:
         """Direct-mode results as soon as they exist, then think-mode results (or a degraded final outcome).
 
         A query whose think vector is cached answers once, in think mode. Cancelling the iteration (a client
@@ -213,7 +194,7 @@ class SearchPipeline:
         deadline_s = self.settings.thinker_timeout_s * 2  # warming waits for the worker, not for a user
 
         async def one(text: str) -> str:
-            request = SearchRequest(query=text, think=True)
+            request = SearchSpec(query=text, think=True)
             (query,) = await self._prepare([request], deadline_s)
             if query.entry is not None:
                 return "skipped"
@@ -256,7 +237,7 @@ class SearchPipeline:
 
     # --- stages ---
 
-    async def _prepare(self, requests: list[SearchRequest], deadline_s: float | None = None) -> list[_Query]:
+    async def _prepare(self, requests: list[SearchSpec], deadline_s: float | None = None) -> list[_Query]:
         """Decide each query's mode and look its finished think vector up in the cache."""
         queries = []
         for r in requests:

@@ -8,7 +8,8 @@ import contextlib
 import logging
 from collections import Counter
 
-from service.ingest.broker import Broker, Job
+from service.jobs.model import Job
+from service.jobs.store import JobStore
 from service.search.pipeline import SearchPipeline
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,16 @@ def progress(counts: Counter[str], queries: int) -> dict[str, int]:
 
 
 class Warming:
-    def __init__(self, pipeline: SearchPipeline, broker: Broker, concurrency: int) -> None:
+    def __init__(self, pipeline: SearchPipeline, jobs: JobStore, concurrency: int) -> None:
         self.pipeline = pipeline
-        self.broker = broker
+        self.jobs = jobs
         self.concurrency = concurrency
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self, collection: str, queries: list[str]) -> Job:
         """The job is recorded before this returns (the 202); the work runs on in this process."""
-        job = await self.broker.create_job(collection, kind="warm")
-        job = await self.broker.record(job.job_id, progress(Counter(), len(queries)))
+        job = await self.jobs.create_job(collection, kind="warm")
+        job = await self.jobs.record(job.job_id, progress(Counter(), len(queries)))
         task = asyncio.create_task(self._run(job.job_id, queries), name=f"warm-{job.job_id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -49,10 +50,10 @@ class Warming:
         counts: Counter[str] = Counter()
         work = asyncio.ensure_future(self.pipeline.warm(queries, self.concurrency, lambda o: counts.update((o,))))
         try:
-            await self.broker.record(job_id, progress(counts, len(queries)), "running")
+            await self.jobs.record(job_id, progress(counts, len(queries)), "running")
             while not work.done():
                 await asyncio.wait({work}, timeout=REPORT_INTERVAL_S)
-                job = await self.broker.record(job_id, progress(counts, len(queries)))
+                job = await self.jobs.record(job_id, progress(counts, len(queries)))
                 if job.status == "cancelled":  # DELETE /v1/jobs/{id}, from any replica
                     work.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -60,10 +61,10 @@ class Warming:
                     return
             summary = work.result()
             if summary.failed and summary.failed == summary.queries:
-                await self.broker.record(job_id, progress(counts, len(queries)))
-                await self.broker.fail(job_id, "The thought worker is unavailable: every query failed.")
+                await self.jobs.record(job_id, progress(counts, len(queries)))
+                await self.jobs.fail(job_id, "The thought worker is unavailable: every query failed.")
             else:
-                await self.broker.record(job_id, progress(counts, len(queries)), "succeeded")
+                await self.jobs.record(job_id, progress(counts, len(queries)), "succeeded")
         except asyncio.CancelledError:
             work.cancel()
             raise
@@ -71,7 +72,7 @@ class Warming:
             work.cancel()
             log.exception("warming job %s failed", job_id)
             with contextlib.suppress(Exception):
-                await self.broker.fail(job_id, f"warming failed: {exc!r}"[:300])
+                await self.jobs.fail(job_id, f"warming failed: {exc!r}"[:300])
 
     async def aclose(self) -> None:
         for task in list(self._running):

@@ -123,7 +123,7 @@ def test_keys_never_reach_the_logs(gw, caplog):
 
 @pytest.mark.parametrize("entry", ["sha256:abc", "sha256:" + "zz" * 32, "sha256:" + "ab" * 31])
 def test_malformed_hashed_key_fails_at_startup_without_echoing_it(entry):
-    from service.main import create_app
+    from service.app import create_app
 
     with pytest.raises(ValueError) as failure:
         create_app(Settings(_env_file=None, qdrant_path=":memory:", api_keys={entry: ["search"]}))

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 
 from service.cli import main
-from service.clients import edge_store
-from service.clients.edge_store import EdgeStore
-from service.clients.vectorstore import (
-    CollectionExists,
-    CollectionNotFound,
-    HnswParams,
-    SearchQuery,
-    StoredDocument,
-    VectorMismatch,
-    VectorStore,
-)
+from service.model.collections import HnswParams
+from service.model.documents import StoredDocument
+from service.model.errors import CollectionExists, CollectionNotFound, VectorMismatch
+from service.store.base import SearchQuery
+from service.store.edge import store as edge_store
+from service.store.edge.store import EdgeStore
+from service.store.qdrant import VectorStore
 
 DIM = 16
 

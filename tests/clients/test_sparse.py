@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 
-from service.clients.edge_store import EdgeStore
 from service.clients.sparse import SPARSE_VECTOR, bm25, sparse_text
-from service.clients.vectorstore import Fusion, SearchQuery, StoredDocument, VectorStore
+from service.model.documents import StoredDocument
+from service.store.base import Fusion, SearchQuery
+from service.store.edge.store import EdgeStore
+from service.store.qdrant import VectorStore
 
 DIM = 8
 TEXTS = [
@@ -108,7 +110,7 @@ def test_sparse_vectors_are_computed_in_the_write_path_as_at_query_time(tmp_path
 
 
 def _pid(d: StoredDocument) -> str:
-    from service.clients.vectorstore import point_id
+    from service.store.qdrant import point_id
 
     return point_id(d.id)
 

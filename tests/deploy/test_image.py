@@ -175,7 +175,7 @@ def test_image_metadata(images: dict[str, str]) -> None:
 def test_slim_has_no_torch(images: dict[str, str]) -> None:
     out = docker(
         "run", "--rm", "--network", "host", "--entrypoint", "python3", images["slim"], "-c",
-        "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('service.main') is not None)",
+        "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('service.app') is not None)",
     )  # fmt: skip
     assert out == "True True"
 

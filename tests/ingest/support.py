@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from service.evaluation import read_jsonl
+from service.tools.evaluation import read_jsonl
 from tests.support.servers import _ManagedProcess, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from service.clients.embedder import LocalEmbedder
-from service.clients.vectorstore import ChunkingParams, StoredDocument
-from service.ingest.chunking import ApproximateTokens, Chunker, TokenizerTokens
-from service.search.profiles import make_profile
+from service.documents.chunking import ApproximateTokens, Chunker, TokenizerTokens
+from service.model.collections import ChunkingParams
+from service.model.documents import StoredDocument
+from service.model.profiles import make_profile
 from service.settings import Settings
 from tests.ingest.support import NDJSON, ndjson, scifact, wait_job
 from tests.support.gateway import Gateway

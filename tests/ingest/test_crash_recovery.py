@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from service.ingest.redis_broker import GROUP, STREAM
+from service.ingest.redis_queue import GROUP, STREAM
 from tests.ingest.support import NDJSON, ServiceProcess, ndjson, scifact, wait_job
 from tests.support.qdrant_standin import QdrantStandin
 

@@ -7,7 +7,7 @@ import asyncio
 
 import redis
 
-from service.ingest.redis_broker import GROUP, STREAM, RedisBroker
+from service.ingest.redis_queue import GROUP, STREAM, RedisBroker
 
 
 def _consumers(url: str) -> dict[str, int]:

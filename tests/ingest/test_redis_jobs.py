@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.ingest.redis_broker import STREAM
+from service.ingest.redis_queue import STREAM
 from service.settings import Settings
 from tests.ingest.support import NDJSON, ndjson, scifact, wait_job
 from tests.support.gateway import Gateway

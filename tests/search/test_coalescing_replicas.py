@@ -8,7 +8,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from service.clients.leases import RedisLeases
+from service.redis.leases import RedisLeases
 from service.search.coalescing import AcrossReplicas
 
 

@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from service.clients.cache import CachedQuery
+from service.redis.cache import CachedQuery
 from service.settings import Settings
 from tests.support.gateway import Gateway
 from tests.support.servers import free_port

@@ -7,7 +7,7 @@ import pytest
 import qdrant_edge as qe
 
 from service.clients.sparse import bm25
-from service.search.profiles import HydeProfile, O1Profile, Query2docProfile, make_profile
+from service.model.profiles import HydeProfile, O1Profile, Query2docProfile, make_profile
 from service.settings import Settings
 
 RNG = np.random.default_rng(7)

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from service.search.profiles import make_profile
+from service.model.profiles import make_profile
 from service.settings import Settings
 from tests.search.test_think import search, setup_collection, think_settings, unique
 from tests.support.gateway import Gateway

@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from service.clients.thinker import Sampling, ThinkerClient, ThoughtRequest
+from service.clients.thinker import ThinkerClient
+from service.model.thoughts import Sampling, ThoughtRequest
 from tests.search.conftest import EmbedCalls
 from tests.search.test_think import N_THOUGHTS, search, setup_collection, think_settings, unique
 from tests.support.gateway import Gateway

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 from tests.support.servers import REPO_ROOT, free_port, wait_http
 

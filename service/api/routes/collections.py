@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from service.api.auth import require, require_json
+from service.api.deps import CatalogDep, CollectionName
+from service.api.mappers import chunking_params, described, hnsw_params
+from service.api.protocol import (
+    CollectionCreate,
+    CollectionCreated,
+    CollectionDetail,
+    CollectionList,
+    CollectionSummary,
+)
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CollectionCreated,
+    dependencies=[require("admin"), Depends(require_json)],
+)
+async def create_collection(body: CollectionCreate, catalog: CatalogDep) -> CollectionCreated:
+    hnsw = hnsw_params(body.hnsw.m, body.hnsw.ef_construct) if body.hnsw else None
+    chunking = chunking_params(body.chunking)
+    info = await catalog.create_collection(body.name, hnsw, chunking, sparse=body.sparse)
+    return CollectionCreated(**described(info))
+
+
+@router.get("", response_model=CollectionList, dependencies=[require("search")])
+async def list_collections(catalog: CatalogDep) -> CollectionList:
+    pairs = await catalog.list_collections()
+    return CollectionList(collections=[CollectionSummary(name=n, count=c) for n, c in pairs])
+
+
+@router.get("/{name}", response_model=CollectionDetail, dependencies=[require("search")])
+async def get_collection(name: CollectionName, catalog: CatalogDep) -> CollectionDetail:
+    info = await catalog.describe(name)
+    return CollectionDetail(count=info.count, **described(info))
+
+
+@router.delete("/{name}", status_code=204, response_class=Response, dependencies=[require("admin")])
+async def delete_collection(name: CollectionName, catalog: CatalogDep) -> Response:
+    await catalog.drop_collection(name)
+    return Response(status_code=204)

@@ -1,0 +1,101 @@
+"""App factory and lifespan: every shared client is created here and closed here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.api.auth import KeyRing
+from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
+from service.api.routes import bulk, collections, documents, health, jobs, search
+from service.model.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    DependencyUnavailable,
+    JobNotFound,
+    QueueFull,
+    VectorMismatch,
+)
+from service.settings import Settings, get_settings
+from service.wiring import Services, open_services
+
+log = logging.getLogger("thinksearch")
+
+
+def _log_startup(settings: Settings, services: Services) -> None:
+    log.info(
+        "ThinkSearch %s: profile=%s think_default=%s thinker=%s embedder=%s store=%s cache=%s",
+        __version__,
+        settings.think_profile,
+        settings.think_default,
+        settings.thinker_url or "off",
+        services.embedder.name,
+        settings.qdrant_url or f"embedded:{settings.qdrant_path}",
+        services.cache.name,
+    )
+    if not settings.api_keys:
+        log.warning("No API_KEYS configured: the API is open to anyone who can reach it (development mode).")
+    if settings.rate_limits:
+        log.info("Rate limits by scope: %s (buckets in %s)", settings.rate_limits, services.limiter.name)
+
+
+def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]:
+    def handler(status: int, detail: Callable[[Exception], str], retry: bool = False):
+        async def handle(_: Request, exc: Exception) -> JSONResponse:
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if retry else None
+            return problem_response(status, detail(exc), headers=headers)
+
+        return handle
+
+    return {
+        CollectionNotFound: handler(404, lambda e: f"Collection '{e}' does not exist."),
+        CollectionExists: handler(409, lambda e: f"Collection '{e}' already exists."),
+        VectorMismatch: handler(409, lambda e: f"The collection was built with another embedder: {e}"),
+        JobNotFound: handler(404, lambda e: f"Job '{str(e)[:80]}' does not exist (or has expired)."),
+        # Every "a dependency is down" error: 503 with Retry-After, naming the dependency.
+        DependencyUnavailable: handler(
+            503, lambda e: f"{type(e).dependency[0].upper()}{type(e).dependency[1:]} is unavailable: {e}", retry=True
+        ),
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await open_services(settings)
+        app.state.services = services
+        if services.ingestion is not None:
+            services.ingestion.start()
+        _log_startup(settings, services)
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(title="ThinkSearch", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.keys = KeyRing(settings.api_keys)  # a malformed API_KEYS fails here, at startup
+    app.state.draining = False
+    install_problem_handlers(app)
+    for exc_type, handle in _domain_error_handlers().items():
+        app.add_exception_handler(exc_type, handle)
+
+    async def queue_full(_: Request, __: Exception) -> JSONResponse:
+        detail = f"The ingestion queue holds {settings.ingest_queue_max} documents or more; try again later."
+        return problem_response(429, detail, headers={"Retry-After": str(settings.ingest_retry_after_s)})
+
+    app.add_exception_handler(QueueFull, queue_full)
+    # Added last = outermost: even a 413 carries X-Request-ID.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=bulk.BULK_PATH)
+    app.add_middleware(RequestContextMiddleware)
+    for module in (health, collections, documents, bulk, jobs, search):
+        app.include_router(module.router)
+    return app

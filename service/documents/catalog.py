@@ -1,0 +1,83 @@
+"""Collections and documents: the logic behind the collection and document routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from service.clients.embedder import Embedder
+from service.documents.chunking import Chunker
+from service.model.collections import ChunkingParams, CollectionInfo, HnswParams
+from service.model.documents import DocumentIn, StoredDocument
+from service.model.profiles import ThinkProfile
+from service.observability import metrics
+from service.store.base import Store
+
+
+class Catalog:
+    def __init__(self, store: Store, embedder: Embedder, profile: ThinkProfile, chunker: Chunker) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.profile = profile
+        self.chunker = chunker
+
+    async def create_collection(
+        self,
+        name: str,
+        hnsw: HnswParams | None = None,
+        chunking: ChunkingParams | None = None,
+        *,
+        sparse: bool = True,
+    ) -> CollectionInfo:
+        dimension = await self.embedder.dimension()
+        await self.store.create(
+            name,
+            dimension,
+            embedder=self.embedder.name,
+            profile=self.profile.name,
+            hnsw=hnsw,
+            chunking=chunking,
+            sparse=sparse,
+        )
+        metrics.COLLECTION_DOCUMENTS.labels(name).set(0)
+        return await self.store.info(name)
+
+    async def list_collections(self) -> list[tuple[str, int]]:
+        return [(name, await self.store.count(name)) for name in await self.store.names()]
+
+    async def describe(self, name: str) -> CollectionInfo:
+        info = await self.store.info(name)
+        metrics.COLLECTION_DOCUMENTS.labels(name).set(info.count)
+        return info
+
+    async def drop_collection(self, name: str) -> None:
+        await self.store.drop(name)
+        with contextlib.suppress(KeyError):  # no series yet for a collection made by another replica
+            metrics.COLLECTION_DOCUMENTS.remove(name)
+
+    async def upsert(self, collection: str, documents: list[DocumentIn]) -> tuple[int, int]:
+        """All-or-nothing: the request was validated whole before this; one Qdrant upsert writes it (a chunked
+        collection: the chunks, then the parents' chunks of earlier writes are deleted).
+        Returns (documents upserted, documents truncated to the embedder's window)."""
+        chunking = await self.store.chunking(collection)  # 404 before spending time on embeddings
+        # Duplicate ids in one request: the last one wins.
+        latest = {d.id: d for d in documents}
+        docs = [StoredDocument(d.id, d.text, d.title, d.metadata) for d in latest.values()]
+        prepared = await asyncio.to_thread(self.chunker.prepare, docs, chunking)
+        vectors = await self.embedder.embed(prepared.texts, documents=True)
+        await self.store.upsert(collection, prepared.documents, vectors)
+        metrics.DOCUMENTS_UPSERTED.labels(collection).inc(len(docs))
+        metrics.DOCUMENTS_TRUNCATED.labels("upsert").inc(len(prepared.truncated))
+        if chunking:
+            metrics.DOCUMENT_CHUNKS.labels("upsert").inc(len(prepared.documents))
+        metrics.COLLECTION_DOCUMENTS.labels(collection).set(await self.store.count(collection))
+        return len(docs), len(prepared.truncated)
+
+    async def get(self, collection: str, document_id: str) -> StoredDocument | None:
+        return await self.store.get(collection, document_id)
+
+    async def delete(self, collection: str, document_id: str) -> bool:
+        deleted = await self.store.delete(collection, document_id)
+        if deleted:
+            metrics.COLLECTION_DOCUMENTS.labels(collection).set(await self.store.count(collection))
+        return deleted

@@ -1,0 +1,139 @@
+"""In-process queue and job table, for a single gateway without Redis. Not durable: a restart loses queued
+documents and job records (what was written to the store stays)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+import uuid
+
+from service.ingest.queue import Entry, QueueStats
+from service.jobs.model import TERMINAL, Job
+from service.model.errors import JobNotFound, QueueFull
+
+
+class MemoryBroker:
+    name = "memory"
+    durable = False
+
+    def __init__(self, *, queue_max: int, max_errors: int, max_jobs: int = 1000) -> None:
+        self._queue_max = queue_max
+        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._queue: collections.deque[tuple[float, Entry]] = collections.deque()
+        self._pending: dict[str, float] = {}  # delivered, not yet acknowledged
+        self._ready = asyncio.Event()
+        self._ids = itertools.count()
+        self._max_errors = max_errors
+        self._max_jobs = max_jobs
+
+    async def create_job(self, collection: str, kind: str = "ingest") -> Job:
+        if kind == "ingest" and len(self._queue) + len(self._pending) >= self._queue_max:
+            raise QueueFull
+        job = Job(job_id=uuid.uuid4().hex, collection=collection, kind=kind)
+        self._jobs[job.job_id] = job
+        while len(self._jobs) > self._max_jobs:  # forget the oldest job records, not their documents
+            self._jobs.popitem(last=False)
+        return job
+
+    async def enqueue(self, job_id: str, collection: str, items: list[tuple[int, str]]) -> None:
+        now = time.time()
+        for line, doc in items:
+            self._queue.append((now, Entry(str(next(self._ids)), job_id, collection, line, doc)))
+        job = await self.get(job_id)
+        job.accepted += len(items)
+        job.updated_at = now
+        self._ready.set()
+
+    async def seal(self, job_id: str, *, total: int, rejected: int, errors: list[dict]) -> None:
+        job = await self.get(job_id)
+        job.total, job.failed, job.errors, job.sealed = total, rejected, errors[: self._max_errors], True
+        self._finish_if_done(job)
+
+    async def fail(self, job_id: str, reason: str) -> None:
+        job = await self.get(job_id)
+        if job.status not in TERMINAL:
+            job.status, job.error = "failed", reason
+            job.finished_at = job.updated_at = time.time()
+
+    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+        job = await self.get(job_id)
+        now = time.time()
+        job.progress, job.updated_at = dict(progress), now
+        if status is not None and job.status in ("queued", "running"):
+            job.status = status
+            if status == "running":
+                job.started_at = job.started_at or now
+            elif status in TERMINAL:
+                job.finished_at = now
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    async def list(self, collection: str | None, limit: int) -> list[Job]:
+        jobs = [j for j in reversed(self._jobs.values()) if collection is None or j.collection == collection]
+        return jobs[:limit]
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await self.get(job_id)
+        if job.status not in TERMINAL:
+            job.status = "cancelled"
+            job.finished_at = job.updated_at = time.time()
+        return job
+
+    async def read(self, consumer: str, count: int, block_s: float) -> list[Entry]:
+        if not self._queue:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), block_s)
+            except TimeoutError:
+                return []
+        entries = []
+        while self._queue and len(entries) < count:
+            _, entry = self._queue.popleft()
+            entries.append(entry)
+            self._pending[entry.entry_id] = time.time()
+        now = time.time()
+        for job_id in {e.job_id for e in entries}:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status == "queued":
+                job.status, job.started_at, job.updated_at = "running", now, now
+        return entries
+
+    async def complete(self, entries: list[Entry], truncated: dict[str, int]) -> None:
+        counts = collections.Counter(e.job_id for e in entries if self._pending.pop(e.entry_id, None) is not None)
+        for job_id, n in counts.items():
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            job.processed += n
+            job.truncated += truncated.get(job_id, 0)
+            job.updated_at = time.time()
+            self._finish_if_done(job)
+
+    async def drop(self, entries: list[Entry]) -> None:
+        for e in entries:
+            self._pending.pop(e.entry_id, None)
+
+    def _finish_if_done(self, job: Job) -> None:
+        if job.sealed and job.status in ("queued", "running") and job.processed >= job.accepted:
+            job.status = "succeeded"
+            job.finished_at = job.updated_at = time.time()
+            job.started_at = job.started_at or job.finished_at
+
+    async def stats(self) -> QueueStats:
+        now = time.time()
+        oldest = min([t for t, _ in itertools.islice(self._queue, 1)] + list(self._pending.values()), default=now)
+        length = len(self._queue) + len(self._pending)
+        return QueueStats(length=length, oldest_pending_s=now - oldest, lag=len(self._queue))
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

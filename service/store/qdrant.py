@@ -361,7 +361,8 @@ class VectorStore:
                 query_filter=metadata_filter(q.equal),
                 with_payload=True,
             )
-            return [Hit(document_from_payload(g.hits[0].payload), float(g.hits[0].score)) for g in response.groups if g.hits]
+            best = [g.hits[0] for g in response.groups if g.hits]
+            return [Hit(document_from_payload(h.payload), float(h.score)) for h in best]
 
         async with self._errors(name):
             results = list(await asyncio.gather(*(one(q) for q in queries)))

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytrec_eval
 from tqdm import tqdm
 
 from service.tools.upload import ingest_file
@@ -50,6 +49,8 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10, averaged over the judged queries."""
+    import pytrec_eval  # the `tools` extra: only this client needs it
+
     top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10]) for q, docs in run.items()}
     full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
     mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)

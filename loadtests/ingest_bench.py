@@ -22,7 +22,7 @@ import time
 import httpx
 import numpy as np
 
-from service.clients.embedder import LocalEmbedder
+from service.clients.local_embedder import LocalEmbedder
 from service.model.profiles import make_profile
 from service.settings import Settings
 from service.tools.evaluation import read_jsonl

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.clients.embedder import LocalEmbedder
+from service.clients.local_embedder import LocalEmbedder
 from service.model.documents import StoredDocument
 from service.store.base import Store
 from service.store.edge.store import EdgeStore

@@ -19,7 +19,10 @@ from service.model.errors import (
     CollectionNotFound,
     DependencyUnavailable,
     JobNotFound,
+    PolicyRejected,
     QueueFull,
+    StoreRejected,
+    UploadTooLarge,
     VectorMismatch,
 )
 from service.settings import Settings, get_settings
@@ -57,6 +60,8 @@ def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Excepti
         CollectionNotFound: handler(404, lambda e: f"Collection '{e}' does not exist."),
         CollectionExists: handler(409, lambda e: f"Collection '{e}' already exists."),
         VectorMismatch: handler(409, lambda e: f"The collection was built with another embedder: {e}"),
+        PolicyRejected: handler(422, lambda e: f"think: {e}"),
+        StoreRejected: handler(422, lambda e: f"The request cannot be stored or searched as given: {e}"),
         JobNotFound: handler(404, lambda e: f"Job '{str(e)[:80]}' does not exist (or has expired)."),
         # Every "a dependency is down" error: 503 with Retry-After, naming the dependency.
         DependencyUnavailable: handler(
@@ -88,11 +93,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for exc_type, handle in _domain_error_handlers().items():
         app.add_exception_handler(exc_type, handle)
 
-    async def queue_full(_: Request, __: Exception) -> JSONResponse:
+    async def queue_full(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, QueueFull)
         detail = f"The ingestion queue holds {settings.ingest_queue_max} documents or more; try again later."
-        return problem_response(429, detail, headers={"Retry-After": str(settings.ingest_retry_after_s)})
+        extensions = None
+        if exc.job_id:  # cut while it streamed: its job failed; the whole upload is to be sent again later
+            detail += f" The upload was cut at line {exc.line}; its job {exc.job_id} failed."
+            extensions = {"job_id": exc.job_id, "line": exc.line}
+        headers = {"Retry-After": str(settings.ingest_retry_after_s)}
+        return problem_response(429, detail, headers=headers, extensions=extensions)
+
+    async def upload_too_large(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, UploadTooLarge)
+        detail = f"A bulk upload may carry {exc.limit} bytes; this one was cut at line {exc.line}"
+        detail += f" (its job {exc.job_id} failed)."
+        return problem_response(413, detail, extensions={"job_id": exc.job_id, "line": exc.line})
 
     app.add_exception_handler(QueueFull, queue_full)
+    app.add_exception_handler(UploadTooLarge, upload_too_large)
     # Added last = outermost: even a 413 carries X-Request-ID.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=bulk.BULK_PATH)
     app.add_middleware(RequestContextMiddleware)

@@ -6,10 +6,15 @@ import argparse
 import os
 import sys
 
+from service.tools.tune import add_tune_command
+
 
 def serve(args: argparse.Namespace) -> None:
+    import logging
+
     import uvicorn
 
+    from service.api.middleware import guarded_http_protocol
     from service.app import create_app
     from service.lifecycle import DrainingServer
     from service.observability.logs import configure_logging
@@ -20,6 +25,13 @@ def serve(args: argparse.Namespace) -> None:
     if not settings.qdrant_url and settings.qdrant_path != ":memory:":
         os.makedirs(settings.qdrant_path, exist_ok=True)
     app = create_app(settings)
+    # Connection limits (docs/api.md, "HTTP connections"): httptools with the guards of service/api/middleware.py;
+    # without httptools, h11 with what uvicorn offers (a header size cap, no header timeout or count).
+    protocol = guarded_http_protocol(settings)
+    if protocol is None:
+        logging.getLogger("thinksearch").warning(
+            "httptools is not installed: HTTP/1.1 by h11, without the header timeout and header count limit"
+        )
     config = uvicorn.Config(
         app,
         host=args.host or settings.host,
@@ -27,6 +39,10 @@ def serve(args: argparse.Namespace) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        http=protocol or "h11",
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        timeout_keep_alive=settings.http_keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works as well
+        limit_concurrency=None if protocol is not None else settings.http_max_concurrency,
     )
     DrainingServer(config, app, drain_s=settings.shutdown_drain_s).run()
 
@@ -239,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     p_warm.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     p_warm.set_defaults(func=warm)
     add_ingest_commands(sub)
+    add_tune_command(sub)
 
     args = parser.parse_args(argv)
     if args.command is None:

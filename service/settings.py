@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = Literal["search", "ingest", "admin"]
@@ -26,8 +26,21 @@ class KeySpec(BaseModel):
     rate_limits: dict[Scope, RateLimit] = Field(default_factory=dict)
 
 
+Grant = list[Scope] | KeySpec
+_GRANT: TypeAdapter[Grant] = TypeAdapter(Grant)
+
+
+def _grant_error(error: Any) -> str:
+    """("list[literal[...]]", 0) -> "as a list of scopes [0]": one readable line per branch of the union."""
+    branch, *rest = error["loc"] or ("",)
+    where = "as a list of scopes" if str(branch).startswith("list") else "as an object"
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest)
+    return f"{where}{' ' + path.lstrip('.') if path else ''}: {error['msg']}"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # hide_input_in_errors: a bad value (an API key, a password in a URL) is never echoed by a startup error.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # Bind address (the container image sets HOST=0.0.0.0).
     host: str = "127.0.0.1"
@@ -76,6 +89,9 @@ class Settings(BaseSettings):
     search_fusion: Literal["rrf", "dbsf"] = "rrf"
     search_rrf_k: int = Field(default=60, ge=1)
     search_hybrid_prefetch: int = Field(default=100, ge=1, le=10_000)
+    # Rank fusion of a think search (a collection's think policy): candidates taken from the direct and the think
+    # list each before the weighted reciprocal-rank fusion.
+    search_rank_depth: int = Field(default=50, ge=1, le=1000)
 
     # Embedder: an OpenAI-compatible /v1/embeddings server, or in-process sentence-transformers.
     embedder_url: str | None = None
@@ -94,7 +110,7 @@ class Settings(BaseSettings):
 
     # Auth: {"key": ["search", ...], "sha256:<hex of the key's SHA-256>": {"scopes": [...], "name": ...,
     # "rate_limits": {...}}}; empty = open (development). Hashed entries keep raw keys out of the configuration.
-    api_keys: dict[str, list[Scope] | KeySpec] = Field(default_factory=dict)
+    api_keys: dict[str, Grant] = Field(default_factory=dict)
 
     # --- Under pressure: rate limits, shutdown, logs ---
     # Token buckets per API key (per client address when open), by the scope a route needs; a scope not listed is
@@ -123,6 +139,18 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_queries: bool = False
 
+    # HTTP connections (service/cli.py, service/api/middleware.py). The request line and headers must arrive within
+    # HTTP_HEADER_TIMEOUT_S of the connection opening or of the request's first byte (else 408 and closed); a body
+    # chunk within HTTP_BODY_TIMEOUT_S of the last one (else 408); an idle keep-alive connection is closed after
+    # HTTP_KEEP_ALIVE_TIMEOUT_S. Past HTTP_MAX_HEADER_BYTES of request line and headers, or HTTP_MAX_HEADERS header
+    # lines: 431. Past HTTP_MAX_CONCURRENCY open connections or requests in flight: 503 (unset: no limit).
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    http_max_headers: int = Field(default=100, ge=8)
+    http_max_concurrency: int | None = Field(default=1024, ge=1)
+
     # Request limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_documents_per_request: int = 1000
@@ -134,8 +162,9 @@ class Settings(BaseSettings):
     # --- search speed (issue 6) ---
     # Query-side embeddings of direct-mode texts, in process (see docs/decisions.md): entries, about 1.5 KB each.
     query_vector_cache_size: int = Field(default=10_000, ge=0)
-    # Queries per POST .../search/batch.
+    # Queries per POST .../search/batch, and the characters of all of its queries together (one embedder call).
     max_batch_queries: int = Field(default=64, ge=1)
+    max_batch_query_chars: int = Field(default=16_000, ge=1)
     # Warming: queries per POST .../warm (one job), and worker requests kept in flight while warming.
     max_warm_queries_per_request: int = Field(default=10_000, ge=1)
     warm_concurrency: int = Field(default=8, ge=1)
@@ -144,8 +173,14 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(default=64, ge=1)
     # Embed batches in flight at once: 1 suits the in-process model (one owner thread); more suit a remote server.
     ingest_embed_concurrency: int | None = Field(default=None, ge=1)
-    # Past this many queued documents, new bulk jobs get 429 (Retry-After: ingest_retry_after_s).
+    # Past this many queued documents, new bulk jobs get 429 (Retry-After: ingest_retry_after_s), and an upload
+    # that fills the queue while it streams is cut there (429, its job failed).
     ingest_queue_max: int = Field(default=1_000_000, ge=1)
+    # One bulk upload's body: past it the upload is cut (413, its job failed).
+    max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    # An entry handed to workers this many times without being acknowledged (it kills them) goes to the
+    # dead-letter stream, as a failed line of its job.
+    ingest_max_deliveries: int = Field(default=5, ge=1)
     ingest_retry_after_s: int = Field(default=30, ge=1)
     # Entries a dead worker left pending are claimed by another after this idle time (XAUTOCLAIM).
     ingest_claim_idle_s: float = Field(default=60.0, gt=0)
@@ -156,6 +191,24 @@ class Settings(BaseSettings):
     ingest_worker: bool = True
     # Redis timeout for queue operations (longer than the cache's: a 202 waits on them).
     ingest_redis_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: Any) -> Any:
+        """Each entry checked on its own, its errors naming it by number: an entry's key may be a raw API key (a
+        typo in a scope must not print it), so neither the key nor the input appears in the message."""
+        if not isinstance(value, dict):
+            return value  # the field's own validation says what is wrong, without the input
+        checked: dict[str, Grant] = {}
+        for number, (key, grant) in enumerate(value.items(), start=1):
+            if not isinstance(key, str):
+                raise ValueError(f"API_KEYS entry {number}: the key must be a string")
+            try:
+                checked[key] = _GRANT.validate_python(grant)
+            except ValidationError as exc:
+                reasons = "; ".join(_grant_error(e) for e in exc.errors(include_input=False, include_url=False)[:4])
+                raise ValueError(f"API_KEYS entry {number} (keys are not shown): {reasons}") from None
+        return checked
 
     @model_validator(mode="after")
     def _default_think(self) -> Settings:

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from service.clients.breakers import Breakers
-from service.clients.embedder import Embedder, RemoteEmbedder, make_embedder
+from service.clients.embedder import Embedder, make_embedder
+from service.clients.remote_embedder import RemoteEmbedder
 from service.clients.thinker import ThinkerClient, ThinkerError
 from service.documents.catalog import Catalog
-from service.documents.chunking import make_chunker
+from service.documents.chunking import Chunker, make_chunker
+from service.documents.policies import Policies
 from service.ingest.ingestion import Ingestion
 from service.ingest.memory_queue import MemoryBroker
 from service.ingest.queue import Broker
@@ -24,6 +26,7 @@ from service.ingest.worker import IngestWorker
 from service.model.profiles import ThinkProfile, make_profile
 from service.redis.cache import ThoughtCache, make_thought_cache
 from service.redis.leases import Leases, make_leases
+from service.redis.pool import RedisPools
 from service.redis.ratelimit import RateLimiter
 from service.search.coalescing import AcrossReplicas
 from service.search.pipeline import SearchPipeline
@@ -47,6 +50,7 @@ class Services:
     breakers: Breakers
     ingestion: Ingestion | None = None
     warming: Warming | None = None
+    redis: RedisPools | None = None  # the Redis connections of the clients above; closed after them
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
         """Readiness checks by dependency name (see /readyz)."""
@@ -65,11 +69,14 @@ class Services:
 
         checks = {"vector_store": store, "embedder": embedder, "thought_cache": cache}
         if self.ingestion is not None:
-            broker = self.ingestion.broker
+            broker, worker = self.ingestion.broker, self.ingestion.worker
 
             async def ingest_queue() -> str:
                 await broker.ping()
-                return broker.name + ("" if broker.durable else " (in-process, not durable)")
+                detail = broker.name + ("" if broker.durable else " (in-process, not durable)")
+                if worker is not None:
+                    detail += f"; worker {worker.health()}"  # raises while a worker stage is down
+                return detail
 
             checks["ingest_queue"] = ingest_queue
         if self.thinker is not None:
@@ -89,7 +96,7 @@ class Services:
         if self.warming is not None:
             await self.warming.aclose()
         await self.pipeline.aclose()
-        for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store):
+        for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store, self.redis):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -125,14 +132,12 @@ async def open_services(settings: Settings) -> Services:
     breakers = Breakers(threshold=settings.breaker_threshold, reset_s=settings.breaker_reset_s)
     store = open_vector_store(settings, breakers)
     embedder = await open_embedder(settings, breakers)
+    redis = open_redis(settings)
+    shared = redis.client() if redis is not None else None
     cache = make_thought_cache(
-        settings.redis_url,
-        ttl_s=settings.thought_cache_ttl_s,
-        size=settings.thought_cache_size,
-        timeout_s=settings.redis_timeout_s,
-        breakers=breakers,
+        shared, ttl_s=settings.thought_cache_ttl_s, size=settings.thought_cache_size, breakers=breakers
     )
-    leases = make_leases(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    leases = make_leases(shared)
     replicas = AcrossReplicas(leases, lease_ms=settings.coalesce_lease_ms)
     thinker = None
     if settings.thinker_url:
@@ -149,40 +154,62 @@ async def open_services(settings: Settings) -> Services:
             await asyncio.wait_for(thinker.model(), 2.0)
     profile = make_profile(settings)
     # Bulk ingestion: the gateway's own worker unless separate `thinksearch worker` processes do the work.
-    broker = make_broker(settings)
-    worker = make_worker(settings, broker, store, embedder, profile) if settings.ingest_worker else None
-    pipeline = SearchPipeline(settings, profile, thinker, cache, embedder, store, replicas)
+    broker = make_broker(settings, redis)
+    chunker = make_chunker(embedder, profile, settings.embedder_max_tokens)  # one for the catalog and the worker
+    worker = make_worker(settings, broker, store, embedder, profile, chunker) if settings.ingest_worker else None
+    policies = Policies(settings, store)
+    pipeline = SearchPipeline(settings, policies, thinker, cache, embedder, store, replicas)
     return Services(
         settings=settings,
         store=store,
         embedder=embedder,
         cache=cache,
         thinker=thinker,
-        catalog=Catalog(store, embedder, profile, make_chunker(embedder, profile, settings.embedder_max_tokens)),
+        catalog=Catalog(store, embedder, profile, chunker, policies),
         pipeline=pipeline,
         leases=leases,
-        limiter=RateLimiter(settings.redis_url, timeout_s=settings.redis_timeout_s),
+        limiter=RateLimiter(shared),
         breakers=breakers,
         ingestion=Ingestion(settings, broker, store, worker),
         warming=Warming(pipeline, broker, settings.warm_concurrency),
+        redis=redis,
     )
 
 
-def make_broker(settings: Settings) -> Broker:
-    if settings.redis_url:
+def open_redis(settings: Settings) -> RedisPools | None:
+    """The process' Redis connections (None without REDIS_URL); whoever opens them closes them last."""
+    if not settings.redis_url:
+        return None
+    return RedisPools(
+        settings.redis_url, timeout_s=settings.redis_timeout_s, streams_timeout_s=settings.ingest_redis_timeout_s
+    )
+
+
+def make_broker(settings: Settings, redis: RedisPools | None) -> Broker:
+    if redis is not None:
         return RedisBroker(
-            settings.redis_url,
-            timeout_s=settings.ingest_redis_timeout_s,
+            redis.streams(),
             queue_max=settings.ingest_queue_max,
             claim_idle_s=settings.ingest_claim_idle_s,
             max_errors=settings.ingest_max_errors,
             job_ttl_s=settings.ingest_job_ttl_s,
+            max_deliveries=settings.ingest_max_deliveries,
         )
-    return MemoryBroker(queue_max=settings.ingest_queue_max, max_errors=settings.ingest_max_errors)
+    return MemoryBroker(
+        queue_max=settings.ingest_queue_max,
+        max_errors=settings.ingest_max_errors,
+        claim_idle_s=settings.ingest_claim_idle_s,
+        max_deliveries=settings.ingest_max_deliveries,
+    )
 
 
 def make_worker(
-    settings: Settings, broker: Broker, store: Store, embedder: Embedder, profile: ThinkProfile
+    settings: Settings,
+    broker: Broker,
+    store: Store,
+    embedder: Embedder,
+    profile: ThinkProfile,
+    chunker: Chunker | None = None,
 ) -> IngestWorker:
     # The in-process model has one owner thread: one batch at a time, the next one queued behind it. A remote
     # embedder serves several requests at once, so there several batches are in flight.
@@ -193,7 +220,7 @@ def make_worker(
         store,
         embedder,
         profile,
-        make_chunker(embedder, profile, settings.embedder_max_tokens),
+        chunker or make_chunker(embedder, profile, settings.embedder_max_tokens),
         batch_size=settings.ingest_batch_size,
         embed_concurrency=settings.ingest_embed_concurrency or default,
         # In-process: one forward batch per call (queries have a lane of their own in the embedder; small calls

@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 from service.ingest.ingestion import publish_stats
 from service.model.profiles import make_profile
 from service.settings import Settings
-from service.wiring import make_broker, make_worker, open_embedder, open_vector_store
+from service.wiring import make_broker, make_worker, open_embedder, open_redis, open_vector_store
 
 log = logging.getLogger("thinksearch.ingest")
 
@@ -35,7 +35,8 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         start_http_server(metrics_port, addr=settings.host)
     store = open_vector_store(settings)
     embedder = await open_embedder(settings)
-    broker = make_broker(settings)
+    redis = open_redis(settings)
+    broker = make_broker(settings, redis)
     worker = make_worker(settings, broker, store, embedder, make_profile(settings))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,6 +51,7 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         log.info("worker stopping: unacknowledged entries stay pending for another worker")
         stats.cancel()
         await worker.stop()
-        for client in (broker, embedder, store):
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        for client in (broker, embedder, store, redis):  # the pools last: the broker's client is on one
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.realmodel import PREPARE_HINT, is_prepared, real_thinker_dir, real_vllm_server
 from tests.support.servers import RedisServer, VLLMServer
 from tests.support.tinymodel import build_tiny_model
 
@@ -29,6 +30,17 @@ def vllm_embed(tiny_model: Path) -> Iterator[VLLMServer]:
     """The same checkpoint on vLLM's pooling runner (last token, normalised): the O1 profile's embedder."""
     # cpu_bind="1": vLLM pins its worker to core 0 by default; keep the two servers apart on 2 cores.
     with VLLMServer(tiny_model, "tiny-embed", embed=True, cpu_bind="1") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def real_vllm() -> Iterator[VLLMServer]:
+    """The real small thought worker: SmolLM2-135M-Instruct (from `make real-thinker`) on vLLM, bfloat16."""
+    path = real_thinker_dir()
+    if not is_prepared(path):
+        # A skip, not a pass: pytest run without `make` has simply not prepared it.
+        pytest.skip(f"no prepared SmolLM2 checkpoint at {path}: {PREPARE_HINT}")
+    with real_vllm_server(path) as server:
         yield server
 
 

@@ -6,20 +6,17 @@ request (a third of the gateway's time on the cached-search hot path, measured w
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from service.api.problems import Problem
-from service.api.protocol import COLLECTION_NAME
+from service.api.protocol import is_collection_name
 from service.documents.catalog import Catalog
 from service.ingest.ingestion import Ingestion
 from service.search.pipeline import SearchPipeline
 from service.search.warming import Warming
 from service.settings import Settings
-
-_COLLECTION_NAME = re.compile(COLLECTION_NAME)
 
 
 async def _settings(request: Request) -> Settings:
@@ -44,7 +41,7 @@ async def _ingestion(request: Request) -> Ingestion:
 
 async def _collection_name(name: str) -> str:
     # A name that cannot exist is simply an unknown collection (and never reaches Qdrant).
-    if not _COLLECTION_NAME.match(name):
+    if not is_collection_name(name):  # fullmatch: a trailing newline is no valid name
         raise Problem(404, f"Collection '{name[:80]}' does not exist.")
     return name
 

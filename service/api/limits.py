@@ -31,6 +31,15 @@ def check_batch(request: BatchSearchRequest, settings: Settings) -> None:
         if search.stream:
             raise field_error(f"searches[{i}].stream", "a batch is not streamed")
         check_search(search, settings, prefix=f"searches[{i}].")
+    # One batch is one embedder call on the query lane: a budget of characters keeps one caller from holding it
+    # for seconds (64 queries of 8,000 characters take ~3 s of MiniLM on one thread; 64 of 250, ~1 s).
+    total = sum(len(search.query) for search in request.searches)
+    if total > settings.max_batch_query_chars:
+        raise field_error(
+            "searches",
+            f"the queries of one batch hold at most {settings.max_batch_query_chars} characters together "
+            f"(these hold {total}); split the batch",
+        )
 
 
 def check_warm(request: WarmRequest, settings: Settings) -> None:

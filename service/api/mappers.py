@@ -13,11 +13,13 @@ from service.api.protocol import (
     SearchHit,
     SearchRequest,
     SearchResponse,
+    ThinkPolicyIn,
     WarmProgress,
 )
 from service.jobs.model import Job, iso
 from service.model.collections import ChunkingParams, CollectionInfo, HnswParams
 from service.model.documents import StoredDocument
+from service.model.policy import FusionChoice, ThinkPolicy
 from service.model.search import SearchOutcome, SearchSpec
 
 
@@ -31,7 +33,17 @@ def search_spec(request: SearchRequest) -> SearchSpec:
         deadline_ms=request.deadline_ms,
         hnsw_ef=request.hnsw_ef,
         retrieval=request.retrieval,
+        fusion=FusionChoice(f.method, f.query_weight, f.think_weight) if (f := request.fusion) else None,
     )
+
+
+def think_policy(body: ThinkPolicyIn) -> ThinkPolicy:
+    return ThinkPolicy(**body.model_dump())
+
+
+def policy_changes(body: ThinkPolicyIn) -> dict[str, Any]:
+    """Only the fields the client sent (an explicit null resets that field)."""
+    return body.model_dump(exclude_unset=True)
 
 
 def to_response(outcome: SearchOutcome) -> SearchResponse:
@@ -89,9 +101,9 @@ def job_out(job: Job) -> JobOut:
         total=warm.queries if warm else job.total,
         accepted=warm.queries if warm else job.accepted,
         processed=warm.done if warm else job.processed,
-        failed=warm.failed if warm else job.failed,
+        failed=warm.failed if warm else job.failed + job.write_failed,
         truncated=job.truncated,
-        errors=[JobLineError(**e) for e in job.errors],
+        errors=[JobLineError(**e) for e in sorted(job.errors + job.write_errors, key=lambda e: e["line"])],
         error=job.error,
         created_at=iso(job.created_at) or "",
         updated_at=iso(job.updated_at) or "",

@@ -37,6 +37,17 @@ class Problem(Exception):
         self.errors = errors
 
 
+# A 422 lists at most this many fields (a body of 1,000 bad documents is not answered with 1,000 entries).
+MAX_ERRORS = 50
+
+
+def clean_text(text: str, limit: int = 500) -> str:
+    """Text that echoes the client (an unknown field's name) made safe to serve: cut short, and what UTF-8 cannot
+    encode (a lone surrogate, which JSON can carry as \\ud800) written as an escape instead of failing the response."""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def field_error(field: str, message: str) -> Problem:
     return Problem(422, f"{field}: {message}", errors=[{"field": field, "message": message}])
 
@@ -48,15 +59,21 @@ def problem_response(
     title: str | None = None,
     headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    """`extensions`: members of the problem type beyond RFC 9457's own (e.g. the `job_id` of a cut upload)."""
     body: dict[str, Any] = {
+        **(extensions or {}),
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        "detail": clean_text(detail, 2000),
     }
     if errors:
-        body["errors"] = errors
+        body["errors"] = [
+            {**e, "field": clean_text(str(e.get("field", "")), 200), "message": clean_text(str(e.get("message", "")))}
+            for e in errors[:MAX_ERRORS]
+        ]
     request_id = current_request_id()
     if request_id:
         body["request_id"] = request_id
@@ -83,13 +100,17 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem_response(400, "The request body is not valid JSON.")
     fields = [{"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")} for e in errors]
-    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    detail = "; ".join(f"{clean_text(f['field'], 200)}: {f['message']}" for f in fields[:5])
     return problem_response(422, detail, errors=fields)
 
 
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    detail = str(exc.detail)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        # FastAPI's json.loads gave up on arrays or objects nested past Python's recursion limit.
+        detail = "The request body is not valid JSON: nested too deeply."
+    return problem_response(exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
 def install_problem_handlers(app: FastAPI) -> None:

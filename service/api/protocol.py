@@ -3,20 +3,32 @@ as `topk` is an error, not a silently ignored field. Size limits are configurabl
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from service.jobs.model import JobStatus
-from service.model.documents import DocumentIn, NonBlank, Strict, is_scalar_or_scalar_list
+from service.model.documents import MAX_FILTER_KEYS, DocumentIn, NonBlank, Strict, entry_problem
 
+# For the schema (pydantic's Rust regex, OpenAPI's ECMA-262): there `$` is the very end of the text. Python's `re`
+# is different: its `$` also matches before a final newline, so Python code checks with `is_collection_name`
+# (fullmatch), never `re.match(COLLECTION_NAME, ...)`, which would let "name\n" through.
 COLLECTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+_COLLECTION_NAME_CHARS = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def is_collection_name(name: str) -> bool:
+    return _COLLECTION_NAME_CHARS.fullmatch(name) is not None
 
 
 def _filter(value: dict[str, Any]) -> dict[str, Any]:
+    """The same key and value rules as metadata (service/model/documents.py), no nulls, no empty any-of lists."""
+    if len(value) > MAX_FILTER_KEYS:
+        raise ValueError(f"at most {MAX_FILTER_KEYS} keys")
     for key, v in value.items():
-        if not is_scalar_or_scalar_list(v, allow_null=False) or v == []:
-            raise ValueError(f"'{key}' must be a value or a non-empty list of values")
+        if problem := entry_problem(key, v, allow_null=False, allow_empty_list=False):
+            raise ValueError(problem)
     return value
 
 
@@ -48,12 +60,59 @@ class ChunkingConfig(Strict):
         return self
 
 
+def _has_query_slot(prompt: str) -> str:
+    if "{query}" not in prompt:
+        raise ValueError("must contain {query}, where the query goes")
+    try:
+        prompt.format(query="q")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"other braces must be doubled ({{{{ and }}}}): {exc}") from exc
+    return prompt
+
+
+class ThinkPolicyIn(Strict):
+    """A collection's think policy (docs/api.md); unset fields take the service's settings."""
+
+    enabled: bool | None = None  # `think` of searches that do not say
+    profile: Literal["hyde", "query2doc", "o1"] | None = None
+    prompt: Annotated[str, Field(min_length=9, max_length=4000), AfterValidator(_has_query_slot)] | None = None
+    n: int | None = Field(default=None, ge=1, le=32)
+    max_tokens: int | None = Field(default=None, ge=1, le=2048)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    fusion: Literal["vector", "rank"] | None = None
+    query_weight: float | None = Field(default=None, ge=0.0, le=1.0)  # vector fusion's α
+    think_weight: float | None = Field(default=None, ge=0.0, le=1.0)  # rank fusion's weight of the think list
+    sparse_query_repeats: int | None = Field(default=None, ge=1, le=20)
+
+
+class ThinkPolicyOut(BaseModel):
+    """The policy as searches apply it: the stored fields with the service's defaults filled in."""
+
+    enabled: bool
+    profile: str
+    prompt: str
+    n: int
+    max_tokens: int
+    temperature: float
+    fusion: Literal["vector", "rank"]
+    query_weight: float | None  # null: the profile's own fusion (HyDE: the plain mean)
+    think_weight: float | None
+    sparse_query_repeats: int
+
+
 class CollectionCreate(Strict):
     name: str = Field(pattern=COLLECTION_NAME)
     hnsw: HnswConfig | None = None
     # A BM25 sparse vector beside the dense one (sparse and hybrid retrieval); fixed at creation.
     sparse: bool = True
     chunking: ChunkingConfig | None = None  # off unless given
+    think: ThinkPolicyIn | None = None  # changed later with PATCH
+
+
+class CollectionPatch(Strict):
+    """What may change after creation: the think policy (fields given replace the stored ones; null resets)."""
+
+    think: ThinkPolicyIn
 
 
 class CollectionCreated(BaseModel):
@@ -76,6 +135,7 @@ class CollectionList(BaseModel):
 
 class CollectionDetail(CollectionCreated):
     count: int
+    think: ThinkPolicyOut | None = None
 
 
 # --- documents ---
@@ -100,6 +160,12 @@ class DocumentOut(BaseModel):
 # --- search ---
 
 
+class FusionIn(Strict):
+    method: Literal["vector", "rank"]
+    query_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    think_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
 class SearchRequest(Strict):
     query: NonBlank
     top_k: int = Field(default=10, ge=1)
@@ -114,6 +180,8 @@ class SearchRequest(Strict):
     # dense (embeddings), sparse (BM25) or hybrid (both, fused in the engine); unset: hybrid where the
     # collection has a sparse side, else dense.
     retrieval: Literal["dense", "sparse", "hybrid"] | None = None
+    # This search's own fusion of thinking and the query (experiments, tuning); unset: the collection's policy.
+    fusion: FusionIn | None = None
 
 
 class SearchHit(DocumentOut):

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from service.clients.embedder import Embedder
 from service.documents.chunking import Chunker
+from service.documents.policies import Policies
 from service.model.collections import ChunkingParams, CollectionInfo, HnswParams
 from service.model.documents import DocumentIn, StoredDocument
+from service.model.errors import PolicyRejected
+from service.model.policy import ThinkPolicy
 from service.model.profiles import ThinkProfile
 from service.observability import metrics
 from service.store.base import Store
 
 
 class Catalog:
-    def __init__(self, store: Store, embedder: Embedder, profile: ThinkProfile, chunker: Chunker) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, profile: ThinkProfile, chunker: Chunker, policies: Policies
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.profile = profile
         self.chunker = chunker
+        self.policies = policies
 
     async def create_collection(
         self,
@@ -28,7 +35,10 @@ class Catalog:
         chunking: ChunkingParams | None = None,
         *,
         sparse: bool = True,
+        policy: ThinkPolicy | None = None,
     ) -> CollectionInfo:
+        if policy is not None:
+            self._check(policy, self.profile.name)
         dimension = await self.embedder.dimension()
         await self.store.create(
             name,
@@ -38,6 +48,7 @@ class Catalog:
             hnsw=hnsw,
             chunking=chunking,
             sparse=sparse,
+            policy=policy.as_meta() if policy else None,
         )
         metrics.COLLECTION_DOCUMENTS.labels(name).set(0)
         return await self.store.info(name)
@@ -49,6 +60,30 @@ class Catalog:
         info = await self.store.info(name)
         metrics.COLLECTION_DOCUMENTS.labels(name).set(info.count)
         return info
+
+    async def policy(self, name: str) -> dict[str, object]:
+        """The collection's think policy as searches apply it (the service's defaults filled in)."""
+        return self.policies.effective(await self.policies.get(name))
+
+    async def update_policy(self, name: str, changes: dict[str, Any]) -> dict[str, object]:
+        """Fields given replace the stored ones; a field given as null goes back to the service's default."""
+        info = await self.store.info(name)
+        policy = ThinkPolicy.from_meta(await self.store.policy(name)).updated(changes)
+        self._check(policy, info.profile)
+        await self.policies.set(name, policy)
+        return self.policies.effective(policy)
+
+    def _check(self, policy: ThinkPolicy, collection_profile: str) -> None:
+        """A policy's profile must embed queries in the format the collection's documents were embedded in."""
+        if policy.profile is None or not collection_profile:
+            return
+        ours = self.policies.profile(ThinkPolicy(profile=collection_profile)).document_text("{title}", "{text}")
+        theirs = self.policies.profile(policy).document_text("{title}", "{text}")
+        if ours != theirs:
+            raise PolicyRejected(
+                f"profile '{policy.profile}' formats documents differently from '{collection_profile}', the profile "
+                "this collection was embedded with: re-ingest into a new collection to change it"
+            )
 
     async def drop_collection(self, name: str) -> None:
         await self.store.drop(name)

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 
 from service.ingest.ndjson import Accepted, max_line_bytes, parse_line, split_lines
 from service.ingest.queue import Broker
 from service.ingest.worker import IngestWorker
 from service.jobs.model import JOB_STATUSES, Job
-from service.model.errors import CollectionNotFound
+from service.model.errors import CollectionNotFound, QueueFull, UploadTooLarge
 from service.observability import metrics
 from service.settings import Settings
 from service.store.base import Store
@@ -60,21 +60,27 @@ class Ingestion:
         errors: list[dict] = []
         pending: list[tuple[int, str]] = []
         try:
-            async for number, raw in split_lines(body, limit):
+            async for number, raw in split_lines(self._bounded(body, job.job_id), limit):
                 total += 1
                 result = parse_line(number, raw, self.settings, limit)
                 if isinstance(result, Accepted):
                     pending.append((result.line, result.document.model_dump_json()))
                     if len(pending) >= ENQUEUE_BATCH:
-                        await self.broker.enqueue(job.job_id, collection, pending)
+                        await self._enqueue(job.job_id, collection, pending)
                         pending = []
                     continue
                 rejected += 1
                 if len(errors) < self.settings.ingest_max_errors:
                     errors.append({"line": result.line, "id": result.id, "error": result.error})
             if pending:
-                await self.broker.enqueue(job.job_id, collection, pending)
+                await self._enqueue(job.job_id, collection, pending)
             await self.broker.seal(job.job_id, total=total, rejected=rejected, errors=errors)
+        except (QueueFull, UploadTooLarge) as exc:
+            exc.line = total
+            cause = "the ingestion queue is full" if isinstance(exc, QueueFull) else "the upload is too large"
+            with contextlib.suppress(Exception):
+                await self.broker.fail(job.job_id, f"upload cut at line {total}: {cause}; send it again later")
+            raise
         except BaseException as exc:
             # Client gone or queue down mid-upload: the job fails (workers drop what it had queued).
             with contextlib.suppress(Exception):
@@ -84,6 +90,20 @@ class Ingestion:
             metrics.INGEST_DOCUMENTS.labels("rejected").inc(rejected)
         log.info("bulk job %s: %d lines, %d queued, %d rejected", job.job_id, total, total - rejected, rejected)
         return job
+
+    async def _enqueue(self, job_id: str, collection: str, items: list[tuple[int, str]]) -> None:
+        """The queue limit holds while an upload streams, not only when it starts: past it the upload is cut."""
+        if await self.broker.queued() + len(items) > self.settings.ingest_queue_max:
+            raise QueueFull(job_id, items[0][0])
+        await self.broker.enqueue(job_id, collection, items)
+
+    async def _bounded(self, body: AsyncIterable[bytes], job_id: str) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in body:
+            received += len(chunk)
+            if received > self.settings.max_upload_bytes:
+                raise UploadTooLarge(job_id, self.settings.max_upload_bytes)
+            yield chunk
 
     async def aclose(self) -> None:
         if self._stats is not None:

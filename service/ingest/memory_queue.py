@@ -8,21 +8,35 @@ import collections
 import itertools
 import time
 import uuid
+from dataclasses import replace
 
-from service.ingest.queue import Entry, QueueStats
+from service.ingest.queue import Entry, LineFailure, QueueStats
 from service.jobs.model import TERMINAL, Job
 from service.model.errors import JobNotFound, QueueFull
+from service.observability import metrics
 
 
 class MemoryBroker:
     name = "memory"
     durable = False
 
-    def __init__(self, *, queue_max: int, max_errors: int, max_jobs: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        queue_max: int,
+        max_errors: int,
+        max_jobs: int = 1000,
+        claim_idle_s: float = 60.0,
+        max_deliveries: int = 5,
+    ) -> None:
         self._queue_max = queue_max
         self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._queue: collections.deque[tuple[float, Entry]] = collections.deque()
-        self._pending: dict[str, float] = {}  # delivered, not yet acknowledged
+        # Delivered, not yet acknowledged: when, and the entry (given again past the claim time, as Redis would).
+        self._pending: dict[str, tuple[float, Entry]] = {}
+        self._claim_idle_s = claim_idle_s
+        self._max_deliveries = max_deliveries
+        self.dead_letters: collections.deque[tuple[Entry, str]] = collections.deque(maxlen=1000)
         self._ready = asyncio.Event()
         self._ids = itertools.count()
         self._max_errors = max_errors
@@ -33,9 +47,20 @@ class MemoryBroker:
             raise QueueFull
         job = Job(job_id=uuid.uuid4().hex, collection=collection, kind=kind)
         self._jobs[job.job_id] = job
-        while len(self._jobs) > self._max_jobs:  # forget the oldest job records, not their documents
-            self._jobs.popitem(last=False)
+        self._forget_finished()
         return job
+
+    def _forget_finished(self) -> None:
+        """Past `max_jobs` records, forget the oldest *finished* ones (their documents stay stored). A queued or
+        running job is never forgotten, so a flood of new jobs cannot make anyone's job in progress a 404; if every
+        record is in progress, the table holds more than `max_jobs` until they finish (each such ingest job holds
+        queued documents, which INGEST_QUEUE_MAX bounds)."""
+        excess = len(self._jobs) - self._max_jobs
+        if excess <= 0:
+            return
+        finished = [job_id for job_id, job in self._jobs.items() if job.status in TERMINAL]
+        for job_id in finished[:excess]:
+            del self._jobs[job_id]
 
     async def enqueue(self, job_id: str, collection: str, items: list[tuple[int, str]]) -> None:
         now = time.time()
@@ -87,6 +112,7 @@ class MemoryBroker:
         return job
 
     async def read(self, consumer: str, count: int, block_s: float) -> list[Entry]:
+        await self._redeliver()
         if not self._queue:
             self._ready.clear()
             try:
@@ -97,7 +123,7 @@ class MemoryBroker:
         while self._queue and len(entries) < count:
             _, entry = self._queue.popleft()
             entries.append(entry)
-            self._pending[entry.entry_id] = time.time()
+            self._pending[entry.entry_id] = (time.time(), entry)
         now = time.time()
         for job_id in {e.job_id for e in entries}:
             job = self._jobs.get(job_id)
@@ -120,15 +146,51 @@ class MemoryBroker:
         for e in entries:
             self._pending.pop(e.entry_id, None)
 
+    async def fail_lines(self, failures: list[LineFailure]) -> None:
+        for f in failures:
+            if self._pending.pop(f.entry.entry_id, None) is None:
+                continue  # acknowledged already
+            job = self._jobs.get(f.entry.job_id)
+            if job is None:
+                continue
+            job.write_failed += 1
+            if len(job.write_errors) < self._max_errors:
+                job.write_errors.append({"line": f.entry.line, "id": f.document_id, "error": f.reason})
+            job.updated_at = time.time()
+            self._finish_if_done(job)
+
+    async def _redeliver(self) -> None:
+        """Entries a worker took and never acknowledged (a stage that died with them) are given again past the
+        claim time; past `max_deliveries` they are dead-lettered, as failed lines of their jobs."""
+        now = time.time()
+        stale = [entry for at, entry in self._pending.values() if now - at >= self._claim_idle_s]
+        dead = []
+        for entry in stale:
+            again = replace(entry, deliveries=entry.deliveries + 1)
+            if again.deliveries > self._max_deliveries:
+                dead.append(again)
+                continue
+            del self._pending[entry.entry_id]
+            self._queue.appendleft((now, again))
+        if dead:
+            reason = f"delivered {self._max_deliveries}+ times without being written"
+            self.dead_letters.extend((e, reason) for e in dead)
+            metrics.INGEST_DOCUMENTS.labels("dead_lettered").inc(len(dead))
+            await self.fail_lines([LineFailure(e, None, f"dead-lettered: {reason}") for e in dead])
+
+    async def queued(self) -> int:
+        return len(self._queue) + len(self._pending)
+
     def _finish_if_done(self, job: Job) -> None:
-        if job.sealed and job.status in ("queued", "running") and job.processed >= job.accepted:
+        if job.status in ("queued", "running") and job.done:
             job.status = "succeeded"
             job.finished_at = job.updated_at = time.time()
             job.started_at = job.started_at or job.finished_at
 
     async def stats(self) -> QueueStats:
         now = time.time()
-        oldest = min([t for t, _ in itertools.islice(self._queue, 1)] + list(self._pending.values()), default=now)
+        pending = [at for at, _ in self._pending.values()]
+        oldest = min([t for t, _ in itertools.islice(self._queue, 1)] + pending, default=now)
         length = len(self._queue) + len(self._pending)
         return QueueStats(length=length, oldest_pending_s=now - oldest, lag=len(self._queue))
 

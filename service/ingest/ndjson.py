@@ -75,16 +75,27 @@ def parse_line(number: int, raw: bytes | None, settings: Settings, limit: int) -
         obj = json.loads(text)
     except ValueError as exc:
         return Rejected(number, None, f"invalid JSON: {exc}")
+    except RecursionError:  # arrays or objects nested past the parser's depth: a bad line, not a dead upload
+        return Rejected(number, None, "invalid JSON: nested too deeply")
     if not isinstance(obj, dict):
         return Rejected(number, None, "a line must be a JSON object (one document)")
     raw_id = obj.get("id")
-    doc_id = raw_id[:512] if isinstance(raw_id, str) else None
+    # Kept in the job's errors, which are served as JSON: a lone surrogate (\ud800) could not be encoded.
+    doc_id = raw_id[:512].encode("utf-8", "backslashreplace").decode() if isinstance(raw_id, str) else None
     try:
         doc = DocumentIn.model_validate(obj)
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in exc.errors()[:3])
+        reasons = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)[:3])
         return Rejected(number, doc_id, reasons)
     if violation := document_violation(doc, settings):
         field, message = violation
         return Rejected(number, doc.id, f"{field}: {message}")
     return Accepted(number, doc)
+
+
+def _where(loc: tuple) -> str:
+    """A field's place for an error, e.g. "metadata"; a name the client made up (an unknown field) is cut short and
+    freed of what JSON cannot carry, since job errors are served as JSON."""
+    where = ".".join(map(str, loc)) or "document"
+    where = where if len(where) <= 100 else where[:100] + "..."
+    return where.encode("utf-8", "backslashreplace").decode()

@@ -23,6 +23,16 @@ class Entry:
     collection: str
     line: int
     document: str
+    deliveries: int = 1  # times handed to a worker (past MAX_DELIVERIES it goes to the dead-letter stream)
+
+
+@dataclass(frozen=True)
+class LineFailure:
+    """A queued line that cannot be written (the document's own fault), with why: its job counts it as failed."""
+
+    entry: Entry
+    document_id: str | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,13 @@ class Broker(JobStore, Protocol):
 
     async def drop(self, entries: list[Entry]) -> None:
         """Acknowledges entries without writing them (their job was cancelled or failed)."""
+
+    async def fail_lines(self, failures: list[LineFailure]) -> None:
+        """Acknowledges entries that cannot be written, each counted as a failed line of its job, with its reason
+        among the job's errors; the job goes on (and finishes once every other line is written)."""
+
+    async def queued(self) -> int:
+        """Entries not yet acknowledged (cheap: checked while an upload streams)."""
 
     async def stats(self) -> QueueStats: ...
 

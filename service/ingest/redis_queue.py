@@ -18,79 +18,32 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import redis.asyncio as redis
 
-from service.ingest.queue import Entry, QueueStats
+from service.ingest.queue import Entry, LineFailure, QueueStats
+from service.ingest.redis_scripts import COMPLETE, FAIL_LINES, FORGET_IDLE, SEAL, TRANSITION
 from service.jobs.model import Job
 from service.model.errors import JobNotFound, QueueFull, QueueUnavailable
+from service.observability import metrics
 
 log = logging.getLogger(__name__)
 
 PREFIX = "thinksearch:ingest:"
 STREAM = PREFIX + "stream"
+# Entries that kept coming back unacknowledged (they kill workers), with why: kept for an operator to look at.
+DEAD_LETTERS = PREFIX + "dead"
+DEAD_LETTERS_MAX = 10_000
 GROUP = "thinksearch-ingest"
 
-# Shared by the scripts: a running or queued job whose upload ended and whose every entry is written is done.
-_FINISH = """
-local function finish_if_done(key, now)
-  local st = redis.call('HGET', key, 'status')
-  if (st == 'queued' or st == 'running') and redis.call('HGET', key, 'sealed') == '1'
-     and tonumber(redis.call('HGET', key, 'processed')) >= tonumber(redis.call('HGET', key, 'accepted')) then
-    redis.call('HSET', key, 'status', 'succeeded', 'finished_at', now, 'updated_at', now)
-    if not redis.call('HGET', key, 'started_at') then redis.call('HSET', key, 'started_at', now) end
-  end
-end
-"""
-# KEYS: stream, job; ARGV: group, now, truncated, entry ids...
-_COMPLETE = (
-    _FINISH
-    + """
-local ids = {unpack(ARGV, 4)}
-local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-redis.call('XDEL', KEYS[1], unpack(ids))
-if acked > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], 'processed', acked)
-  redis.call('HINCRBY', KEYS[2], 'truncated', tonumber(ARGV[3]))
-  redis.call('HSET', KEYS[2], 'updated_at', ARGV[2])
-  finish_if_done(KEYS[2], ARGV[2])
-end
-return acked
-"""
-)
-# KEYS: job; ARGV: now, total, rejected, errors json
-_SEAL = (
-    _FINISH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'total', ARGV[2], 'failed', ARGV[3], 'errors', ARGV[4], 'sealed', '1',
-           'updated_at', ARGV[1])
-finish_if_done(KEYS[1], ARGV[1])
-return 1
-"""
-)
-# KEYS: job; ARGV: from-status list (comma separated), to-status, now, timestamp field, error
-# KEYS: stream; ARGV: group, consumer names. A consumer is forgotten only while it holds nothing: checked and
-# deleted in one step, so an entry it reads in between cannot vanish with it (DELCONSUMER drops its pending list).
-_FORGET_IDLE = """
-local gone = 0
-for i = 2, #ARGV do
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
-    gone = gone + 1
-  end
-end
-return gone
-"""
-_TRANSITION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local st = redis.call('HGET', KEYS[1], 'status')
-if string.find(',' .. ARGV[1] .. ',', ',' .. st .. ',', 1, true) then
-  redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3], ARGV[4], ARGV[3])
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
-end
-return 1
-"""
+
+def _document_id(raw: str) -> str | None:
+    try:
+        value = json.loads(raw).get("id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return value[:512] if isinstance(value, str) else None
 
 
 def _job_key(job_id: str) -> str:
@@ -114,6 +67,8 @@ def _job(job_id: str, h: dict[str, str]) -> Job:
         accepted=int(h.get("accepted", 0)),
         processed=int(h.get("processed", 0)),
         failed=int(h.get("failed", 0)),
+        write_failed=int(h.get("write_failed", 0)),
+        write_errors=json.loads(h.get("write_errors") or "[]"),
         truncated=int(h.get("truncated", 0)),
         sealed=h.get("sealed") == "1",
         errors=json.loads(h.get("errors") or "[]"),
@@ -141,27 +96,27 @@ class RedisBroker:
 
     def __init__(
         self,
-        url: str,
+        client: redis.Redis,
         *,
-        timeout_s: float,
         queue_max: int,
         claim_idle_s: float,
         max_errors: int,
         job_ttl_s: int,
         forget_after_s: float | None = None,
+        max_deliveries: int = 5,
     ) -> None:
-        # Reads block up to 1 s on the server: the socket timeout must be longer.
-        self._redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout_s + 2, socket_connect_timeout=timeout_s
-        )
+        # Decoded replies, and a socket timeout longer than a read blocks on the server (RedisPools.streams).
+        self._redis = client
         self._queue_max = queue_max
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._max_errors = max_errors
         self._job_ttl_s = job_ttl_s
-        self._complete = self._redis.register_script(_COMPLETE)
-        self._seal = self._redis.register_script(_SEAL)
-        self._transition = self._redis.register_script(_TRANSITION)
-        self._forget_idle = self._redis.register_script(_FORGET_IDLE)
+        self._complete = self._redis.register_script(COMPLETE)
+        self._seal = self._redis.register_script(SEAL)
+        self._transition = self._redis.register_script(TRANSITION)
+        self._forget_idle = self._redis.register_script(FORGET_IDLE)
+        self._fail_lines = self._redis.register_script(FAIL_LINES)
+        self._max_deliveries = max_deliveries
         # A dead worker's name stays in the group after its entries are claimed: forget names idle this long.
         self._forget_after_ms = int(forget_after_s * 1000) if forget_after_s else max(10 * self._claim_idle_ms, 600_000)
         self._group_ready = False
@@ -191,7 +146,7 @@ class RedisBroker:
                 "status": job.status,
                 "created_at": job.created_at,
                 "updated_at": job.updated_at,
-                **{k: 0 for k in ("total", "accepted", "processed", "failed", "truncated", "sealed")},
+                **{k: 0 for k in ("total", "accepted", "processed", "failed", "write_failed", "truncated", "sealed")},
             }
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(_job_key(job.job_id), mapping=fields)
@@ -270,16 +225,62 @@ class RedisBroker:
         async with _unavailable_on_error():
             await self._ensure_group()
             raw: list[tuple[str, dict[str, str]]] = []
+            claimed = False
             if time.monotonic() >= self._next_claim:
                 raw = await self._claim(consumer, count)
+                claimed = bool(raw)
             if not raw:
                 reply = await self._redis.xreadgroup(
                     GROUP, consumer, {STREAM: ">"}, count=count, block=max(1, int(block_s * 1000))
                 )
                 raw = reply[0][1] if reply else []
             entries = [Entry(entry_id, f["job"], f["collection"], int(f["line"]), f["doc"]) for entry_id, f in raw if f]
+            if claimed:  # delivered before: it may be an entry that kills its workers
+                entries = await self._without_dead(entries)
             await self._mark_running({e.job_id for e in entries})
         return entries
+
+    async def _without_dead(self, entries: list[Entry]) -> list[Entry]:
+        """Entries delivered more than `max_deliveries` times (claimed again and again: they kill the workers that
+        take them) go to the dead-letter stream, as failed lines of their jobs, instead of to another worker."""
+        if not entries:
+            return entries
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for e in entries:
+                pipe.xpending_range(STREAM, GROUP, min=e.entry_id, max=e.entry_id, count=1)
+            replies = await pipe.execute()
+        counted = [
+            replace(e, deliveries=int(r[0]["times_delivered"]) if r else 1)
+            for e, r in zip(entries, replies, strict=True)
+        ]
+        dead = [e for e in counted if e.deliveries > self._max_deliveries]
+        if dead:
+            await self.dead_letter(dead, f"delivered {self._max_deliveries}+ times without being written")
+        return [e for e in counted if e.deliveries <= self._max_deliveries]
+
+    async def dead_letter(self, entries: list[Entry], reason: str) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for e in entries:
+                fields = {"job": e.job_id, "collection": e.collection, "line": e.line, "doc": e.document[:65536]}
+                pipe.xadd(DEAD_LETTERS, {**fields, "reason": reason}, maxlen=DEAD_LETTERS_MAX, approximate=True)
+            await pipe.execute()
+        log.error("%d ingestion entries dead-lettered: %s", len(entries), reason)
+        metrics.INGEST_DOCUMENTS.labels("dead_lettered").inc(len(entries))
+        await self.fail_lines([LineFailure(e, _document_id(e.document), f"dead-lettered: {reason}") for e in entries])
+
+    async def fail_lines(self, failures: list[LineFailure]) -> None:
+        by_job: dict[str, list[LineFailure]] = defaultdict(list)
+        for f in failures:
+            by_job[f.entry.job_id].append(f)
+        async with _unavailable_on_error():
+            for job_id, group in by_job.items():
+                errors = json.dumps([{"line": f.entry.line, "id": f.document_id, "error": f.reason} for f in group])
+                args = [GROUP, time.time(), self._max_errors, errors, *(f.entry.entry_id for f in group)]
+                await self._fail_lines(keys=[STREAM, _job_key(job_id)], args=args)
+
+    async def queued(self) -> int:
+        async with _unavailable_on_error():
+            return int(await self._redis.xlen(STREAM))
 
     async def _claim(self, consumer: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """Entries idle past the claim time (their worker died), scanned through the pending list in turns."""
@@ -344,4 +345,4 @@ class RedisBroker:
             await self._redis.ping()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose()  # closes a pool only the client owns; a shared one is closed by its owner

@@ -4,6 +4,11 @@ Three stages joined by small bounded queues, so embedding never waits on the sto
 batch n+1 is embedded (and, with a remote embedder, several batches are embedded at once). An entry is
 acknowledged only after its write returned (wait=true); a crash before that leaves it pending for another
 worker to claim. Entries of cancelled or failed jobs are acknowledged without being written.
+
+One bad entry never stops the worker: a line that does not parse, or a document the store (or the embedder)
+refuses, is written off alone as a failed line of its job (line, id, reason), and the rest of its batch goes on.
+Only dependency failures are retried. A stage that still dies is restarted (counted, and shown by /readyz), and an
+entry that keeps coming back across deliveries (it kills workers) is moved to the dead-letter stream by the broker.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.clients.embedder import Embedder
 from service.documents.chunking import Chunker
-from service.ingest.queue import Broker, Entry
+from service.ingest.queue import Broker, Entry, LineFailure
 from service.jobs.model import TERMINAL
 from service.model.collections import ChunkingParams
 from service.model.documents import DocumentIn, StoredDocument
@@ -31,6 +37,7 @@ from service.model.errors import (
     EmbedderError,
     JobNotFound,
     QueueUnavailable,
+    StoreRejected,
     StoreUnavailable,
     VectorMismatch,
 )
@@ -48,10 +55,16 @@ def consumer_name() -> str:
 
 @dataclass
 class _Embedded:
-    entries: list[Entry]  # every entry of the batch (all are acknowledged together)
+    entries: list[Entry]  # every entry of the batch still to acknowledge
+    ids: dict[str, str]  # entry id -> its document's id
     documents: dict[str, list[StoredDocument]]  # by collection, one per id (the last line wins), or its chunks
     vectors: dict[str, np.ndarray]
     truncated: dict[str, int]  # by job: documents embedded only up to the embedder's window
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, document id) -> why
+
+
+class _Refused(Exception):
+    """One document the embedding stage could not take (not a dependency failure)."""
 
 
 class IngestWorker:
@@ -79,16 +92,18 @@ class IngestWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._write_in_flight: asyncio.Future[None] | None = None
+        self.restarts = 0  # stages restarted after an unexpected failure
+        self._down: set[str] = set()  # stages between a failure and their restart
 
     def start(self) -> None:
         to_embed: asyncio.Queue[list[Entry]] = asyncio.Queue(maxsize=self.embed_concurrency)
         to_write: asyncio.Queue[_Embedded] = asyncio.Queue(maxsize=2)
-        self._tasks = [asyncio.create_task(self._read(to_embed), name="ingest-read")]
+        self._tasks = [self._supervised("read", lambda: self._read(to_embed))]
         self._tasks += [
-            asyncio.create_task(self._embed(to_embed, to_write), name=f"ingest-embed-{i}")
+            self._supervised(f"embed-{i}", lambda: self._embed(to_embed, to_write))
             for i in range(self.embed_concurrency)
         ]
-        self._tasks.append(asyncio.create_task(self._write(to_write), name="ingest-write"))
+        self._tasks.append(self._supervised("write", lambda: self._write(to_write)))
         log.info(
             "ingest worker %s started (batch %d, %d embed batches in flight, queue %s)",
             self.consumer,
@@ -113,6 +128,34 @@ class IngestWorker:
 
     async def wait(self) -> None:
         await asyncio.gather(*self._tasks)
+
+    def health(self) -> str:
+        """For /readyz: raises while a stage is down (it is restarted within seconds)."""
+        if self._down:
+            raise RuntimeError(f"ingest worker stage(s) {sorted(self._down)} failed and are restarting")
+        if any(t.done() for t in self._tasks) and not self._stopping.is_set():
+            raise RuntimeError("the ingest worker stopped")
+        return f"running ({self.restarts} restarts)" if self.restarts else "running"
+
+    def _supervised(self, name: str, stage: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        async def run() -> None:
+            while not self._stopping.is_set():
+                try:
+                    await stage()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug or an unforeseen input: the batch it held stays unacknowledged (delivered again, and
+                    # dead-lettered if it keeps failing); the stage comes back instead of stopping all ingestion.
+                    self.restarts += 1
+                    self._down.add(name)
+                    metrics.INGEST_WORKER_RESTARTS.labels(name.split("-")[0]).inc()
+                    log.exception("ingest %s stage failed; restarting it in %.0f s", name, RETRY_S)
+                    await asyncio.sleep(RETRY_S)
+                    self._down.discard(name)
+
+        return asyncio.create_task(run(), name=f"ingest-{name}")
 
     async def _read(self, out: asyncio.Queue[list[Entry]]) -> None:
         while not self._stopping.is_set():
@@ -142,29 +185,82 @@ class IngestWorker:
         while True:
             entries = await inbox.get()
             entries = await self._retrying(self._live, entries)
+            entries, ids = await self._parse(entries)
             if not entries:
                 continue
             latest: dict[str, dict[str, StoredDocument]] = defaultdict(dict)
-            ids = {}
             for e in entries:
-                d = DocumentIn.model_validate_json(e.document)
-                latest[e.collection][d.id] = StoredDocument(d.id, d.text, d.title, d.metadata)
-                ids[e.entry_id] = d.id
+                d = ids[e.entry_id]
+                latest[e.collection][d.id] = d
             started = time.perf_counter()
-            documents, vectors, truncated_ids = {}, {}, set()
+            batch = _Embedded(entries, {k: d.id for k, d in ids.items()}, {}, {}, {})
+            truncated_ids = set()
             for collection, docs in latest.items():
                 chunking = await self._chunking(collection)
-                prepared = await asyncio.to_thread(self.chunker.prepare, list(docs.values()), chunking)
-                documents[collection] = prepared.documents
-                vectors[collection] = await self._embed_texts(prepared.texts)
-                truncated_ids |= {(collection, i) for i in prepared.truncated}
+                documents, vectors, truncated, refused = await self._prepare(collection, list(docs.values()), chunking)
+                batch.documents[collection], batch.vectors[collection] = documents, vectors
+                truncated_ids |= {(collection, i) for i in truncated}
+                batch.refused.update({(collection, i): why for i, why in refused.items()})
                 if chunking:
-                    metrics.DOCUMENT_CHUNKS.labels("bulk").inc(len(prepared.documents))
+                    metrics.DOCUMENT_CHUNKS.labels("bulk").inc(len(documents))
             metrics.INGEST_STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
             metrics.INGEST_BATCH_SIZE.observe(len(entries))
-            truncated = Counter(e.job_id for e in entries if (e.collection, ids[e.entry_id]) in truncated_ids)
-            metrics.DOCUMENTS_TRUNCATED.labels("bulk").inc(sum(truncated.values()))
-            await out.put(_Embedded(entries, documents, vectors, dict(truncated)))
+            counted = Counter(e.job_id for e in entries if (e.collection, batch.ids[e.entry_id]) in truncated_ids)
+            batch.truncated = dict(counted)
+            metrics.DOCUMENTS_TRUNCATED.labels("bulk").inc(sum(counted.values()))
+            await out.put(batch)
+
+    async def _parse(self, entries: list[Entry]) -> tuple[list[Entry], dict[str, StoredDocument]]:
+        """The entries whose line is a valid document; the others are written off as failed lines (a line queued by
+        an older version, or damaged in the queue, must not stop the worker)."""
+        documents, failures = {}, []
+        for e in entries:
+            try:
+                d = DocumentIn.model_validate_json(e.document)
+            except (ValueError, RecursionError) as exc:  # pydantic's ValidationError is a ValueError
+                failures.append(LineFailure(e, None, f"invalid queued document: {str(exc)[:200]}"))
+                continue
+            documents[e.entry_id] = StoredDocument(d.id, d.text, d.title, d.metadata)
+        if failures:
+            await self._fail_lines(failures)
+        return [e for e in entries if e.entry_id in documents], documents
+
+    async def _prepare(
+        self, collection: str, docs: list[StoredDocument], chunking: ChunkingParams | None
+    ) -> tuple[list[StoredDocument], np.ndarray, set[str], dict[str, str]]:
+        """(documents or chunks, their vectors, ids truncated, ids refused with why). A batch that fails for a
+        reason of its own (not a dependency: those are retried) is done again one document at a time, so that
+        only the document at fault is refused."""
+        try:
+            return (*await self._prepare_all(docs, chunking), {})
+        except _Refused:
+            pass
+        documents, parts, truncated, refused = [], [], set(), {}
+        for d in docs:
+            try:
+                prepared, vectors, cut = await self._prepare_all([d], chunking)
+            except _Refused as exc:
+                refused[d.id] = str(exc)
+                continue
+            documents += prepared
+            parts.append(vectors)
+            truncated |= cut
+        dimension = await self.embedder.dimension()
+        vectors = np.concatenate(parts) if parts else np.zeros((0, dimension), dtype=np.float32)
+        return documents, vectors, truncated, refused
+
+    async def _prepare_all(
+        self, docs: list[StoredDocument], chunking: ChunkingParams | None
+    ) -> tuple[list[StoredDocument], np.ndarray, set[str]]:
+        try:
+            prepared = await asyncio.to_thread(self.chunker.prepare, docs, chunking)
+            vectors = await self._embed_texts(prepared.texts)
+        except (QueueUnavailable, StoreUnavailable, EmbedderError):
+            raise
+        except Exception as exc:
+            log.warning("a document of collection batch could not be embedded: %r", exc)
+            raise _Refused(f"could not be embedded: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        return prepared.documents, vectors, prepared.truncated
 
     async def _chunking(self, collection: str) -> ChunkingParams | None:
         try:
@@ -185,15 +281,13 @@ class IngestWorker:
             batch = await inbox.get()
             entries = await self._retrying(self._live, batch.entries)  # a cancel during embedding: write nothing
             live = {e.entry_id for e in entries}
+            refused = dict(batch.refused)
             started = time.perf_counter()
             for collection, docs in batch.documents.items():
                 if not any(e.collection == collection for e in entries):
                     continue
                 try:
-                    self._write_in_flight = asyncio.ensure_future(
-                        self._retrying(self.store.write_batch, collection, docs, batch.vectors[collection])
-                    )
-                    await asyncio.shield(self._write_in_flight)
+                    refused.update(await self._write_collection(collection, docs, batch.vectors[collection]))
                 except (CollectionNotFound, VectorMismatch) as exc:
                     # Nothing a retry can fix: the job fails, its remaining entries are dropped.
                     reason = "collection was deleted" if isinstance(exc, CollectionNotFound) else str(exc)
@@ -203,9 +297,46 @@ class IngestWorker:
                     await self._retrying(self.broker.drop, failed)
                     live -= {e.entry_id for e in failed}
             metrics.INGEST_STAGE_SECONDS.labels("write").observe(time.perf_counter() - started)
-            written = [e for e in entries if e.entry_id in live]
+            failures = [
+                LineFailure(e, batch.ids[e.entry_id], refused[(e.collection, batch.ids[e.entry_id])])
+                for e in entries
+                if e.entry_id in live and (e.collection, batch.ids[e.entry_id]) in refused
+            ]
+            if failures:
+                await self._fail_lines(failures)
+            failed_ids = {f.entry.entry_id for f in failures}
+            written = [e for e in entries if e.entry_id in live and e.entry_id not in failed_ids]
             await self._retrying(self.broker.complete, written, batch.truncated)
             metrics.INGEST_DOCUMENTS.labels("ingested").inc(len(written))
+
+    async def _write_collection(self, collection: str, docs: list[StoredDocument], vectors: np.ndarray) -> dict:
+        """Writes one collection's part of a batch; returns {(collection, id): why} for documents the store refused.
+        A refused batch is written again one document (with its chunks) at a time, to find the ones at fault."""
+        try:
+            await self._store_write(collection, docs, vectors)
+            return {}
+        except StoreRejected as exc:
+            log.warning("the store refused a batch of %s (%s): writing its documents one by one", collection, exc)
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, d in enumerate(docs):
+            rows[d.id].append(i)
+        refused = {}
+        for doc_id, indexes in rows.items():
+            try:
+                await self._store_write(collection, [docs[i] for i in indexes], vectors[indexes])
+            except StoreRejected as exc:
+                refused[(collection, doc_id)] = str(exc)
+        return refused
+
+    async def _store_write(self, collection: str, docs: list[StoredDocument], vectors: np.ndarray) -> None:
+        self._write_in_flight = asyncio.ensure_future(self._retrying(self.store.write_batch, collection, docs, vectors))
+        await asyncio.shield(self._write_in_flight)
+
+    async def _fail_lines(self, failures: list[LineFailure]) -> None:
+        await self._retrying(self.broker.fail_lines, failures)
+        metrics.INGEST_DOCUMENTS.labels("failed").inc(len(failures))
+        for f in failures[:5]:
+            log.warning("job %s line %d (id %s) failed: %s", f.entry.job_id, f.entry.line, f.document_id, f.reason)
 
     async def _retrying(self, fn, *args, **kwargs):
         """Transient failures (queue, store or embedder down) pause the batch and retry it; nothing is lost."""

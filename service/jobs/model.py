@@ -21,10 +21,12 @@ class Job:
     total: int = 0
     accepted: int = 0
     processed: int = 0
-    failed: int = 0
+    failed: int = 0  # lines rejected when the upload was read
+    write_failed: int = 0  # accepted lines that could not be written (the document's fault, or dead-lettered)
     truncated: int = 0
     sealed: bool = False  # the upload is complete: `accepted` is final
     errors: list[dict] = field(default_factory=list)
+    write_errors: list[dict] = field(default_factory=list)  # the first of the write failures, as `errors`
     error: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -32,6 +34,11 @@ class Job:
     finished_at: float | None = None
     kind: str = "ingest"  # or "warm": a query log warmed by service/search/warming.py (no queue entries)
     progress: dict[str, int] = field(default_factory=dict)  # a warm job's counts (queries done, skipped, ...)
+
+    @property
+    def done(self) -> bool:
+        """Every accepted line is written or written off, and the upload is complete."""
+        return self.sealed and self.processed + self.write_failed >= self.accepted
 
     def documents_per_second(self) -> float | None:
         if self.started_at is None or self.processed == 0:

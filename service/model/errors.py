@@ -48,9 +48,35 @@ class VectorMismatch(Exception):
     """The vector does not fit the collection (it was built with another embedder)."""
 
 
+class StoreRejected(Exception):
+    """The store refused a request because of what it carried (a payload it cannot store, a filter it cannot
+    read): the caller's fault, answered 422, never counted against the store's health, and for a bulk line, that
+    line's error."""
+
+
+class PolicyRejected(Exception):
+    """A think policy that cannot apply to its collection: 422."""
+
+
 class JobNotFound(Exception):
     pass
 
 
 class QueueFull(Exception):
-    """More documents are queued than INGEST_QUEUE_MAX: a new job answers 429."""
+    """More documents are queued than INGEST_QUEUE_MAX: a new job answers 429; an upload that fills the queue while
+    it streams is cut there (`job_id`, `line`: its job failed, nothing more of it is written)."""
+
+    def __init__(self, job_id: str | None = None, line: int | None = None) -> None:
+        super().__init__(job_id or "")
+        self.job_id = job_id
+        self.line = line
+
+
+class UploadTooLarge(Exception):
+    """A bulk upload passed MAX_UPLOAD_BYTES: it is cut there (413), its job failed."""
+
+    def __init__(self, job_id: str, limit: int, line: int | None = None) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.limit = limit
+        self.line = line

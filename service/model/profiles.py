@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from service.model.policy import ThinkPolicy
 from service.model.thoughts import Sampling, ThoughtRequest
 from service.settings import Settings
 
@@ -35,15 +36,22 @@ class ThinkProfile:
     default_prompt: str
     default_sampling: Sampling
 
-    def __init__(self, settings: Settings) -> None:
-        self.prompt = settings.think_prompt or self.default_prompt
+    # The query's count in the BM25 query of a think search (a policy may change it).
+    SPARSE_QUERY_REPEATS = 1
+
+    def __init__(self, settings: Settings, policy: ThinkPolicy | None = None) -> None:
+        """The reference method, then the service's THINK_* settings, then a collection's policy over both."""
+        policy = policy or ThinkPolicy()
+        self.prompt = policy.prompt or settings.think_prompt or self.default_prompt
         d = self.default_sampling
         self.sampling = Sampling(
-            n=settings.think_n or d.n,
-            temperature=d.temperature if settings.think_temperature is None else settings.think_temperature,
+            n=policy.n or settings.think_n or d.n,
+            temperature=_first(policy.temperature, settings.think_temperature, d.temperature),
             top_p=settings.think_top_p or d.top_p,
-            max_tokens=settings.think_max_tokens or d.max_tokens,
+            max_tokens=policy.max_tokens or settings.think_max_tokens or d.max_tokens,
         )
+        self.query_weight = policy.query_weight  # α of vector fusion; None: the profile's own fusion
+        self.sparse_repeats = policy.sparse_query_repeats or self.SPARSE_QUERY_REPEATS
 
     def thought_request(self, query: str) -> ThoughtRequest:
         return ThoughtRequest(self.api, self.prompt.format(query=query), self.sampling)
@@ -68,11 +76,14 @@ class ThinkProfile:
 
     @cached_property
     def _vector_shape(self) -> dict[str, object]:
-        return {
+        shape: dict[str, object] = {
             "document_format": self.document_text("{title}", "{text}"),
             # The query texts' shape: separators, EOS and markers that are not in the prompt.
             "query_format": self.query_texts("{query}", ["{thought}"]),
         }
+        if self.query_weight is not None:
+            shape["query_weight"] = self.query_weight
+        return shape
 
     def document_text(self, title: str, text: str) -> str:
         # As MTEB/BEIR embed a document: title + " " + text.
@@ -86,6 +97,25 @@ class ThinkProfile:
         """One query vector from the embeddings of `query_texts`."""
         return vectors.mean(axis=0)
 
+    def thought_texts(self, query: str, thoughts: list[str]) -> list[str]:
+        """The texts of a think vector that carry the thoughts (without the query's own texts)."""
+        return [t for t in self.query_texts(query, thoughts) if t not in self.thought_free_texts(query)]
+
+    def think_texts(self, query: str, thoughts: list[str]) -> list[str]:
+        """What a think vector embeds: the profile's own texts, or with a query weight α the direct texts first,
+        then the thoughts' texts (see fuse_think)."""
+        if self.query_weight is None:
+            return self.query_texts(query, thoughts)
+        return [*self.query_texts(query, None), *self.thought_texts(query, thoughts)]
+
+    def fuse_think(self, vectors: np.ndarray) -> np.ndarray:
+        """The think vector from the embeddings of `think_texts`: v = α·q + (1−α)·(the thoughts fused), so that
+        α=1 is the direct vector, and α=1/(n+1) HyDE's plain mean."""
+        if self.query_weight is None or len(vectors) < 2:
+            return self.fuse(vectors)
+        alpha = self.query_weight
+        return alpha * self.fuse(vectors[:1]) + (1 - alpha) * self.fuse(vectors[1:])
+
     def thought_free_texts(self, query: str) -> list[str]:
         """The texts of the think-mode vector that do not depend on the thoughts: embedded while they are generated."""
         return []
@@ -93,7 +123,9 @@ class ThinkProfile:
     def sparse_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
         """Texts of the BM25 query, as one bag of words (their term counts add up); no thoughts = direct mode.
         By default the query and each thought once (HyDE's texts, O1's thoughts without their prompt markers)."""
-        return [query, *(thoughts or [])]
+        if not thoughts:
+            return [query]
+        return [*[query] * self.sparse_repeats, *thoughts]
 
 
 class HydeProfile(ThinkProfile):
@@ -119,9 +151,9 @@ class Query2docProfile(ThinkProfile):
     default_prompt = "Write a passage that answers the given query.\nQuery: {query}\nPassage:"
     default_sampling = Sampling(n=1, temperature=0.7, top_p=1.0, max_tokens=128)
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, policy: ThinkPolicy | None = None) -> None:
         self.separator = settings.query2doc_separator
+        super().__init__(settings, policy)
 
     def query_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
         if not thoughts:
@@ -132,10 +164,6 @@ class Query2docProfile(ThinkProfile):
     # otherwise outweigh the query's).
     SPARSE_QUERY_REPEATS = 5
 
-    def sparse_texts(self, query: str, thoughts: list[str] | None) -> list[str]:
-        if not thoughts:
-            return [query]
-        return [*[query] * self.SPARSE_QUERY_REPEATS, *thoughts]
 
 
 class O1Profile(ThinkProfile):
@@ -147,9 +175,9 @@ class O1Profile(ThinkProfile):
     default_prompt = "<query>{query}</query><thought>"
     default_sampling = Sampling(n=3, temperature=0.1, top_p=0.9, max_tokens=128)
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, policy: ThinkPolicy | None = None) -> None:
         self.eos = settings.think_eos
+        super().__init__(settings, policy)
 
     def document_text(self, title: str, text: str) -> str:
         return super().document_text(title, text) + O1_EMB
@@ -169,5 +197,11 @@ class O1Profile(ThinkProfile):
 PROFILES: dict[str, type[ThinkProfile]] = {p.name: p for p in (HydeProfile, O1Profile, Query2docProfile)}
 
 
-def make_profile(settings: Settings) -> ThinkProfile:
-    return PROFILES[settings.think_profile](settings)
+def make_profile(settings: Settings, policy: ThinkPolicy | None = None) -> ThinkProfile:
+    """The service's profile, or the one a collection's policy names, shaped by that policy."""
+    name = (policy.profile if policy else None) or settings.think_profile
+    return PROFILES[name](settings, policy)
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)

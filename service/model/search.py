@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.model.documents import FilterValue, Hit
+from service.model.policy import FusionChoice
 
 Retrieval = Literal["dense", "sparse", "hybrid"]
 Mode = Literal["think", "direct"]
@@ -23,6 +24,7 @@ class SearchSpec:
     deadline_ms: int | None = None  # None: SEARCH_DEADLINE_MS
     hnsw_ef: int | None = None
     retrieval: Retrieval | None = None  # None: hybrid where the collection has a sparse side, else dense
+    fusion: FusionChoice | None = None  # None: the collection's think policy
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,13 @@ QUERY_VECTOR_CACHE = Counter(
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 INGEST_JOBS = Gauge("thinksearch_ingest_jobs", "Ingestion jobs known to this process, by status.", ["status"])
 INGEST_DOCUMENTS = Counter(
-    "thinksearch_ingest_documents_total", "Bulk documents by outcome (ingested, rejected).", ["outcome"]
+    "thinksearch_ingest_documents_total",
+    "Bulk documents by outcome (ingested; rejected when read; failed at write; dead_lettered after repeated "
+    "deliveries).",
+    ["outcome"],
+)
+INGEST_WORKER_RESTARTS = Counter(
+    "thinksearch_ingest_worker_restarts_total", "Ingest worker stages restarted after an unexpected failure.", ["stage"]
 )
 DOCUMENTS_TRUNCATED = Counter(
     "thinksearch_documents_truncated_total",

@@ -92,11 +92,9 @@ class MemoryThoughtCache:
 class RedisThoughtCache:
     name = "redis"
 
-    def __init__(self, url: str, ttl_s: int, timeout_s: float, breakers: Breakers | None = None) -> None:
-        # Short timeouts: a slow or dead Redis must cost a search milliseconds, not seconds.
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
-        )
+    def __init__(self, client: redis.Redis, ttl_s: int, breakers: Breakers | None = None) -> None:
+        # A fail-fast client (RedisPools.client): a slow or dead Redis must cost a search milliseconds, not seconds.
+        self._redis = client
         self._ttl_s = ttl_s
         self._breakers = breakers
 
@@ -161,12 +159,12 @@ class RedisThoughtCache:
             await self._redis.ping()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose()  # closes a pool only the client owns; a shared one is closed by its owner
 
 
 def make_thought_cache(
-    url: str | None, *, ttl_s: int, size: int, timeout_s: float, breakers: Breakers | None = None
+    client: redis.Redis | None, *, ttl_s: int, size: int, breakers: Breakers | None = None
 ) -> ThoughtCache:
-    if url:
-        return RedisThoughtCache(url, ttl_s, timeout_s, breakers)
+    if client is not None:
+        return RedisThoughtCache(client, ttl_s, breakers)
     return MemoryThoughtCache(size, ttl_s)

@@ -62,8 +62,8 @@ class LocalLeases:
 
 
 class RedisLeases:
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client  # fail-fast (RedisPools.client): an unanswered lease means doing the work oneself
         self._extend = self._redis.register_script(_EXTEND)
         self._release = self._redis.register_script(_RELEASE)
 
@@ -94,12 +94,12 @@ class RedisLeases:
             return False  # cannot tell: the waiter takes the work over
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose()  # closes a pool only the client owns; a shared one is closed by its owner
 
 
 def _name(key: str) -> str:
     return f"{key}:lease"
 
 
-def make_leases(url: str | None, *, timeout_s: float) -> Leases:
-    return RedisLeases(url, timeout_s) if url else LocalLeases()
+def make_leases(client: redis.Redis | None) -> Leases:
+    return RedisLeases(client) if client is not None else LocalLeases()

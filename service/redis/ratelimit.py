@@ -89,13 +89,10 @@ class MemoryBuckets:
 class RateLimiter:
     name: str
 
-    def __init__(self, redis_url: str | None, timeout_s: float) -> None:
+    def __init__(self, client: redis.Redis | None) -> None:
+        """`client`: fail-fast (RedisPools.client), or None for this process' buckets only."""
         self._memory = MemoryBuckets()
-        self._redis = (
-            redis.Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-            if redis_url
-            else None
-        )
+        self._redis = client
         self._take = self._redis.register_script(_TAKE) if self._redis is not None else None
         self.name = "redis" if self._redis is not None else "memory"
 
@@ -113,4 +110,4 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose()  # closes a pool only the client owns; a shared one is closed by its owner

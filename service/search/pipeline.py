@@ -18,14 +18,15 @@ import numpy as np
 
 from service.clients.embedder import Embedder
 from service.clients.thinker import ThinkerClient
+from service.documents.policies import Policies
 from service.model.errors import CollectionNotFound
-from service.model.profiles import ThinkProfile
+from service.model.policy import ThinkPolicy
 from service.model.search import SearchOutcome, SearchSpec, WarmSummary
 from service.observability import metrics
 from service.redis.cache import CachedQuery, ThoughtCache
 from service.search.coalescing import AcrossReplicas, InFlight
 from service.search.plan import Plan, Planner
-from service.search.retrieve import Ask, Found, Retriever
+from service.search.retrieve import Ask, Direct, Found, Retriever
 from service.search.thinking import Thinking, Thought
 from service.search.timing import StageTimer
 from service.search.vectors import QueryVectors, Vectors
@@ -43,16 +44,23 @@ class Ready:
     state: str | None = None  # hit / miss / coalesced, for a query that was to think
     reason: str | None = None  # why a query that was to think answers direct
     publish: bool = False  # made a key's think vector that this search owns
+    direct_vector: np.ndarray | None = None  # rank fusion: the direct query's, beside the think vector
 
     def ask(self) -> Ask:
-        return Ask(self.plan.spec, self.vector, self.think.thoughts if self.think else None)
+        spec, profile = self.plan.spec, self.plan.profile
+        sparse = profile.sparse_texts(spec.query, self.think.thoughts if self.think else None)
+        direct = None
+        if self.think is not None and self.plan.think_weight is not None and self.direct_vector is not None:
+            direct_sparse = profile.sparse_texts(spec.query, None)
+            direct = Direct(self.direct_vector, direct_sparse, self.plan.think_weight)
+        return Ask(spec, self.vector, sparse, direct)
 
 
 class SearchPipeline:
     def __init__(
         self,
         settings: Settings,
-        profile: ThinkProfile,
+        policies: Policies,
         thinker: ThinkerClient | None,
         cache: ThoughtCache,
         embedder: Embedder,
@@ -60,15 +68,16 @@ class SearchPipeline:
         replicas: AcrossReplicas,
     ) -> None:
         self.settings = settings
-        self.profile = profile
+        self.policies = policies
+        self.profile = policies.profile(ThinkPolicy())  # the service's own, for collections without a policy
         self.thinker = thinker
         self.cache = cache
         self.embedder = embedder
         self.store = store
-        self.planner = Planner(settings, profile, thinker, cache, embedder)
-        self.vectors = QueryVectors(settings, profile, embedder)
-        self.thinking = Thinking(settings, profile, thinker, cache, replicas, self.vectors)
-        self.retriever = Retriever(settings, profile, store)
+        self.planner = Planner(settings, policies, thinker, cache, embedder)
+        self.vectors = QueryVectors(settings, embedder)
+        self.thinking = Thinking(settings, thinker, cache, replicas, self.vectors)
+        self.retriever = Retriever(settings, store)
 
     @property
     def in_flight(self) -> InFlight[CachedQuery]:
@@ -82,7 +91,7 @@ class SearchPipeline:
     async def search_batch(self, collection: str, specs: list[SearchSpec]) -> list[SearchOutcome]:
         timer = StageTimer()
         with timer.stage("cache"):
-            plans = await self.planner.plan(specs)
+            plans = await self.planner.plan(collection, specs)
         if any(p.cold for p in plans) and not await self.store.exists(collection):  # no worker time for a 404
             raise CollectionNotFound(collection)
         ready = await self._think_and_embed(plans, timer)
@@ -99,7 +108,7 @@ class SearchPipeline:
         """
         timer = StageTimer()
         with timer.stage("cache"):
-            (plan,) = await self.planner.plan([spec])
+            (plan,) = await self.planner.plan(collection, [spec])
         if not plan.cold:
             yield (await self.search_batch(collection, [spec]))[0]
             return
@@ -131,7 +140,7 @@ class SearchPipeline:
         yield _outcome(ready, found, timer.done())
 
     async def warm(
-        self, queries: list[str], concurrency: int, on_query: Callable[[str], None] | None = None
+        self, collection: str, queries: list[str], concurrency: int, on_query: Callable[[str], None] | None = None
     ) -> WarmSummary:
         """Think, embed and cache each query ahead of traffic; `concurrency` worker requests in flight.
         `on_query(outcome)` hears each query as it ends: skipped, worker, warmed (coalesced) or failed."""
@@ -139,7 +148,7 @@ class SearchPipeline:
         deadline_s = self.settings.thinker_timeout_s * 2  # warming waits for the worker, not for a user
 
         async def one(text: str) -> str:
-            (plan,) = await self.planner.plan([SearchSpec(query=text, think=True)], deadline_s)
+            (plan,) = await self.planner.plan(collection, [SearchSpec(query=text, think=True)], deadline_s)
             if plan.cached is not None:
                 return "skipped"
             if not plan.cold:
@@ -191,37 +200,43 @@ class SearchPipeline:
 
     async def _embed(self, plans: list[Plan], thoughts: dict[int, Thought], ahead: Vectors) -> list[Ready]:
         """Each plan's vector: a finished think vector as it is; else its texts (the query and its fresh thoughts,
-        or the query alone) embedded, those not embedded yet in one call, and fused."""
-        texts_of: dict[int, list[str]] = {}
+        or the query alone) embedded, those not embedded yet in one call, and fused. A think query with rank fusion
+        also gets its direct vector (its query text is usually cached or embedded ahead)."""
+        jobs: dict[tuple[int, str], tuple[list[str], Callable[[np.ndarray], np.ndarray]]] = {}
         ready_texts = dict(ahead)
         for i, plan in enumerate(plans):
-            thought = thoughts.get(i)
-            if plan.cached is not None or (thought is not None and thought.cached is not None):
-                continue
-            if thought is not None and thought.thoughts is not None:
-                texts_of[i] = self.profile.query_texts(plan.spec.query, thought.thoughts)
+            thought, profile = thoughts.get(i), plan.profile
+            finished = plan.cached is not None or (thought is not None and thought.cached is not None)
+            fresh = thought is not None and thought.thoughts is not None
+            if fresh:
+                assert thought is not None and thought.thoughts is not None
+                jobs[(i, "think")] = (profile.think_texts(plan.spec.query, thought.thoughts), profile.fuse_think)
                 ready_texts.update(thought.embedded)
-            else:
-                texts_of[i] = list(plan.direct_texts)
+            if (not finished and not fresh) or plan.think_weight is not None:  # rank fusion needs it beside
+                jobs[(i, "direct")] = (list(plan.direct_texts), profile.fuse)
         cacheable = [t for p in plans for t in p.direct_texts]
-        vectors = await self.vectors.fused(list(texts_of.values()), ready_texts, cacheable)
-        fused = dict(zip(texts_of, vectors, strict=True))
-        return [_ready(plan, thoughts.get(i), fused.get(i)) for i, plan in enumerate(plans)]
+        texts, fuses = [t for t, _ in jobs.values()], [f for _, f in jobs.values()]
+        vectors = dict(zip(jobs, await self.vectors.fused(texts, ready_texts, cacheable, fuses), strict=True))
+        return [
+            _ready(plan, thoughts.get(i), vectors.get((i, "think")), vectors.get((i, "direct")))
+            for i, plan in enumerate(plans)
+        ]
 
 
-def _ready(plan: Plan, thought: Thought | None, vector: np.ndarray | None) -> Ready:
+def _ready(plan: Plan, thought: Thought | None, think_vector: np.ndarray | None, direct: np.ndarray | None) -> Ready:
     if plan.cached is not None:
-        return Ready(plan, plan.cached.vector, think=plan.cached, state="hit")
+        return Ready(plan, plan.cached.vector, think=plan.cached, state="hit", direct_vector=direct)
     if thought is None:
-        assert vector is not None
-        return Ready(plan, vector, reason=plan.reason)
+        assert direct is not None
+        return Ready(plan, direct, reason=plan.reason)
     if thought.cached is not None:
-        return Ready(plan, thought.cached.vector, think=thought.cached, state=thought.state)
-    assert vector is not None
+        return Ready(plan, thought.cached.vector, think=thought.cached, state=thought.state, direct_vector=direct)
     if thought.thoughts is None:
-        return Ready(plan, vector, state=thought.state, reason=thought.reason)
-    think = CachedQuery(thought.thoughts, vector)
-    return Ready(plan, vector, think=think, state=thought.state, publish=thought.owner)
+        assert direct is not None
+        return Ready(plan, direct, state=thought.state, reason=thought.reason)
+    assert think_vector is not None
+    think = CachedQuery(thought.thoughts, think_vector)
+    return Ready(plan, think_vector, think, thought.state, publish=thought.owner, direct_vector=direct)
 
 
 def _published(ready: list[Ready]) -> dict[str, CachedQuery]:

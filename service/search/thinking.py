@@ -56,6 +56,7 @@ class _Found:
 class _Owned:
     task: asyncio.Task[_Found]
     query: str
+    profile: ThinkProfile
     future: asyncio.Future[CachedQuery | None]
 
 
@@ -65,14 +66,12 @@ class Thinking:
     def __init__(
         self,
         settings: Settings,
-        profile: ThinkProfile,
         thinker: ThinkerClient | None,
         cache: ThoughtCache,
         replicas: AcrossReplicas,
         vectors: QueryVectors,
     ) -> None:
         self.settings = settings
-        self.profile = profile
         self.thinker = thinker
         self.cache = cache
         self.replicas = replicas
@@ -92,7 +91,7 @@ class Thinking:
 
     # --- the owner's work ---
 
-    async def find(self, key: str, thought_key: str, query: str) -> _Found:
+    async def find(self, key: str, thought_key: str, query: str, profile: ThinkProfile) -> _Found:
         # Another replica (or a search that just finished here) may have filled the vector meanwhile.
         entry = await self.cache.get_query(key)
         if entry is not None:
@@ -105,7 +104,7 @@ class Thinking:
             return _Found(reason="thinker_overloaded")
 
         async def work() -> _Found:
-            generated = await self._generate(thought_key, query)
+            generated = await self._generate(thought_key, query, profile)
             if generated is None:
                 return _Found(reason="thinker_error")
             return _Found(thoughts=generated[0], embedded=generated[1])
@@ -122,7 +121,7 @@ class Thinking:
         found, _ = await self.replicas.once(thought_key, work, done_elsewhere)
         return found or _Found(reason="thinker_error")
 
-    async def _generate(self, thought_key: str, query: str) -> tuple[list[str], Vectors] | None:
+    async def _generate(self, thought_key: str, query: str, profile: ThinkProfile) -> tuple[list[str], Vectors] | None:
         """The thoughts, and (THINK_STREAM) the query texts already embedded while the others were generated."""
         assert self.thinker is not None
         self._generating += 1
@@ -130,9 +129,9 @@ class Thinking:
         embedded: Vectors = {}
         try:
             if self.settings.think_stream:
-                generation, embedded = await self._generate_streaming(query)
+                generation, embedded = await self._generate_streaming(query, profile)
             else:
-                generation = await self.thinker.generate(self.profile.thought_request(query))
+                generation = await self.thinker.generate(profile.thought_request(query))
         except ThinkerError as exc:
             metrics.THINKER_ERRORS.labels(exc.kind).inc()
             log.warning("thought worker failed: %s", exc)
@@ -144,7 +143,7 @@ class Thinking:
         await self.cache.set(thought_key, generation.thoughts)
         return generation.thoughts, embedded
 
-    async def _generate_streaming(self, query: str) -> tuple[Generation, Vectors]:
+    async def _generate_streaming(self, query: str, profile: ThinkProfile) -> tuple[Generation, Vectors]:
         """Stream the n choices and embed each one's texts as soon as that choice finishes: after the last token
         only the last choice is left to embed (the embedder merges the calls that arrive while it is busy)."""
         assert self.thinker is not None
@@ -154,7 +153,7 @@ class Thinking:
         def on_thought(_: int, thought: str) -> None:
             texts = [
                 t
-                for t in dict.fromkeys(self.profile.query_texts(query, [thought]))
+                for t in dict.fromkeys(profile.think_texts(query, [thought]))
                 if t not in seen and not self.vectors.remembered(t)
             ]
             seen.update(texts)
@@ -162,7 +161,7 @@ class Thinking:
                 started.append((texts, asyncio.ensure_future(self.vectors.embed(texts))))
 
         try:
-            generation = await self.thinker.stream(self.profile.thought_request(query), on_thought)
+            generation = await self.thinker.stream(profile.thought_request(query), on_thought)
         except BaseException:
             for _, future in started:
                 future.cancel()
@@ -194,8 +193,8 @@ class Thinking:
                 found = await owned.task
                 entry = found.entry
                 if entry is None and found.thoughts is not None:
-                    texts = self.profile.query_texts(owned.query, found.thoughts)
-                    (vector,) = await self.vectors.fused([texts], found.embedded, cacheable=())
+                    texts = owned.profile.think_texts(owned.query, found.thoughts)
+                    (vector,) = await self.vectors.fused([texts], found.embedded, (), [owned.profile.fuse_think])
                     entry = CachedQuery(found.thoughts, vector)
                     await self.cache.set_query(key, entry)
             except Exception:
@@ -227,16 +226,16 @@ class Round:
             if own:
                 first = cold[group[0]]
                 assert first.thought_key is not None
-                task = asyncio.ensure_future(thinking.find(key, first.thought_key, first.spec.query))
+                query, profile = first.spec.query, first.profile
+                task = asyncio.ensure_future(thinking.find(key, first.thought_key, query, profile))
                 thinking.in_flight.attach(key, task)
-                self._owned[key] = _Owned(task, first.spec.query, future)
+                self._owned[key] = _Owned(task, query, profile, future)
             else:
                 self._peers[key] = future
 
     def thought_free_texts(self) -> list[str]:
         """Texts of the think vectors this search makes that need no thoughts (HyDE: the query)."""
-        profile = self._thinking.profile
-        return [t for owned in self._owned.values() for t in profile.thought_free_texts(owned.query)]
+        return [t for owned in self._owned.values() for t in owned.profile.thought_free_texts(owned.query)]
 
     async def wait(self) -> list[Thought]:
         """One Thought per cold plan, in order, once every key has its thoughts or its reason."""

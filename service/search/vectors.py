@@ -8,13 +8,12 @@ yet goes to the embedder in one call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from cachetools import LRUCache
 
 from service.clients.embedder import Embedder
-from service.model.profiles import ThinkProfile
 from service.observability import metrics
 from service.settings import Settings
 
@@ -23,8 +22,7 @@ Vectors = dict[str, np.ndarray]
 
 
 class QueryVectors:
-    def __init__(self, settings: Settings, profile: ThinkProfile, embedder: Embedder) -> None:
-        self.profile = profile
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self.embedder = embedder
         size = settings.query_vector_cache_size
         self._texts: LRUCache[str, np.ndarray] | None = LRUCache(maxsize=size) if size else None
@@ -66,10 +64,14 @@ class QueryVectors:
         return {**known, **fresh}
 
     async def fused(
-        self, texts_per_query: list[list[str]], ready: Vectors, cacheable: Iterable[str]
+        self,
+        texts_per_query: list[list[str]],
+        ready: Vectors,
+        cacheable: Iterable[str],
+        fuses: list[Callable[[np.ndarray], np.ndarray]],
     ) -> list[np.ndarray]:
-        """One fused vector per list of texts. `ready`: texts embedded already; `cacheable`: the direct-mode texts
-        among them, kept for next time."""
+        """One vector per list of texts, fused by its own function. `ready`: texts embedded already; `cacheable`:
+        the direct-mode texts among them, kept for next time."""
         wanted = [t for texts in texts_per_query for t in texts]
         known = self.known(t for t in wanted if t not in ready)
         known.update(ready)
@@ -78,7 +80,7 @@ class QueryVectors:
             fresh = dict(zip(missing, await self.embed(missing), strict=True))
             known.update(fresh)
             self._remember(fresh, cacheable)
-        return [self.profile.fuse(np.stack([known[t] for t in texts])) for texts in texts_per_query]
+        return [fuse(np.stack([known[t] for t in texts])) for texts, fuse in zip(texts_per_query, fuses, strict=True)]
 
     def _remember(self, fresh: Vectors, texts: Iterable[str]) -> None:
         if self._texts is not None:

@@ -41,14 +41,17 @@ class Warming:
         """The job is recorded before this returns (the 202); the work runs on in this process."""
         job = await self.jobs.create_job(collection, kind="warm")
         job = await self.jobs.record(job.job_id, progress(Counter(), len(queries)))
-        task = asyncio.create_task(self._run(job.job_id, queries), name=f"warm-{job.job_id}")
+        task = asyncio.create_task(self._run(job.job_id, collection, queries), name=f"warm-{job.job_id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return job
 
-    async def _run(self, job_id: str, queries: list[str]) -> None:
+    async def _run(self, job_id: str, collection: str, queries: list[str]) -> None:
         counts: Counter[str] = Counter()
-        work = asyncio.ensure_future(self.pipeline.warm(queries, self.concurrency, lambda o: counts.update((o,))))
+        def on_query(outcome: str) -> None:
+            counts[outcome] += 1
+
+        work = asyncio.ensure_future(self.pipeline.warm(collection, queries, self.concurrency, on_query))
         try:
             await self.jobs.record(job_id, progress(counts, len(queries)), "running")
             while not work.done():

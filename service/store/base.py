@@ -7,7 +7,7 @@ Two backends give `Store`: `qdrant.VectorStore` (qdrant-client: a server or clus
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -55,7 +55,11 @@ class Store(Protocol):
         hnsw: HnswParams | None = None,
         sparse: bool = True,
         chunking: ChunkingParams | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> None: ...
+    async def policy(self, name: str) -> dict[str, Any]:
+        """The collection's think policy as stored (model/policy.py), {} when it has none."""
+    async def set_policy(self, name: str, policy: dict[str, Any]) -> None: ...
     async def sparse_side(self, name: str) -> bool: ...
     async def chunking(self, name: str) -> ChunkingParams | None: ...
     async def exists(self, name: str) -> bool: ...

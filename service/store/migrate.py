@@ -21,6 +21,7 @@ async def copy_collection(
         hnsw=await source.hnsw(name),
         sparse=info.sparse,  # the target computes the same BM25 vectors from the text
         chunking=info.chunking,
+        policy=await source.policy(name),
     )
     copied = 0
     async for documents, vectors in source.export(name):

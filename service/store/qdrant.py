@@ -20,7 +20,13 @@ from service.clients.breakers import Breakers, CircuitOpen
 from service.clients.sparse import SPARSE_VECTOR, SparseVector, bm25, sparse_text
 from service.model.collections import ChunkingParams, CollectionInfo, HnswParams
 from service.model.documents import FilterValue, Hit, StoredDocument
-from service.model.errors import CollectionExists, CollectionNotFound, StoreUnavailable, VectorMismatch
+from service.model.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    StoreRejected,
+    StoreUnavailable,
+    VectorMismatch,
+)
 from service.store.base import SearchQuery
 from service.store.layout import (
     CHUNK_KEY,
@@ -180,10 +186,13 @@ class VectorStore:
         hnsw: HnswParams | None = None,
         sparse: bool = True,
         chunking: ChunkingParams | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> None:
         metadata: dict[str, Any] = {"embedder": embedder, "profile": profile}
         if chunking:
             metadata["chunking"] = chunking.as_meta()
+        if policy:
+            metadata["policy"] = policy
         async with self._errors(name):
             if await self._client.collection_exists(name):
                 raise CollectionExists(name)
@@ -245,6 +254,18 @@ class VectorStore:
             sparse=layout.sparse,
             chunking=layout.chunking,
         )
+
+    async def policy(self, name: str) -> dict[str, Any]:
+        async with self._errors(name):
+            info = await self._client.get_collection(name)
+        return dict((info.config.metadata or {}).get("policy") or {})
+
+    async def set_policy(self, name: str, policy: dict[str, Any]) -> None:
+        async with self._errors(name):
+            if not await self._client.collection_exists(name):
+                raise CollectionNotFound(name)
+            # Qdrant merges collection metadata by key: `policy` is replaced whole, the rest stays.
+            await self._client.update_collection(name, metadata={"policy": policy})
 
     async def count(self, name: str) -> int:
         """Documents, not points: in a chunked collection, the chunk-0 points."""
@@ -389,14 +410,26 @@ async def _translated_errors(name: str | None) -> AsyncIterator[None]:
             raise CollectionNotFound(name) from exc
         if exc.status_code == 400 and "dimension" in str(exc).lower():
             raise VectorMismatch(str(exc)) from exc
+        if 400 <= exc.status_code < 500 and exc.status_code not in (408, 429):
+            # The request's fault (a filter or payload Qdrant cannot take): never a sign the server is unwell.
+            raise StoreRejected(f"Qdrant refused it ({exc.status_code}): {_reason(exc)}") from exc
         raise StoreUnavailable(f"Qdrant answered {exc.status_code}") from exc
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, TypeError, OverflowError) as exc:
         text = str(exc)
         if "not found" in text and "Collection" in text:
             raise CollectionNotFound(name) from exc
         if "dim" in text.lower() or "shape" in text.lower():
             raise VectorMismatch(text) from exc
-        raise
+        # Local mode, or the client building its request: what it cannot take is the request's fault too.
+        raise StoreRejected(f"the store refused it: {text}"[:300]) from exc
     except (ResponseHandlingException, httpx.HTTPError, ConnectionError, TimeoutError) as exc:
         raise StoreUnavailable(f"Qdrant unreachable: {exc!r}") from exc
 
+
+def _reason(exc: UnexpectedResponse) -> str:
+    """Qdrant's own words for a refused request (its JSON `status.error`), short."""
+    try:
+        reason = exc.structured().get("status", {}).get("error")
+    except Exception:
+        reason = None
+    return str(reason or exc.reason_phrase)[:200]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.clients.embedder import LocalEmbedder
+from service.clients.local_embedder import LocalEmbedder
 from service.documents.chunking import ApproximateTokens, Chunker, TokenizerTokens
 from service.model.collections import ChunkingParams
 from service.model.documents import StoredDocument

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import redis
+import redis.asyncio as aioredis
 
 from service.ingest.redis_queue import GROUP, STREAM, RedisBroker
 
@@ -20,9 +21,8 @@ def _consumers(url: str) -> dict[str, int]:
 
 def test_a_dead_consumer_is_forgotten_only_after_its_entries_were_claimed(redis_url: str):
     async def scenario() -> None:
-        broker = RedisBroker(
-            redis_url, timeout_s=2, queue_max=1000, claim_idle_s=0.2, max_errors=10, job_ttl_s=600, forget_after_s=0.2
-        )
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=4, socket_connect_timeout=2)
+        broker = RedisBroker(client, queue_max=1000, claim_idle_s=0.2, max_errors=10, job_ttl_s=600, forget_after_s=0.2)
         try:
             job = await broker.create_job("c")
             await broker.enqueue(job.job_id, "c", [(1, '{"id": "a", "text": "x"}'), (2, '{"id": "b", "text": "y"}')])

@@ -70,7 +70,7 @@ def test_the_job_survives_a_gateway_restart_between_submit_and_completion(redis_
 def test_a_full_queue_answers_429_with_retry_after(redis_url: str):
     with Gateway(_settings(redis_url, ingest_worker=False, ingest_queue_max=50, ingest_retry_after_s=17)) as gw:
         gw.client.post("/v1/collections", json={"name": "full"})
-        _submit(gw, "full", scifact(60))  # admitted: the queue was empty
+        _submit(gw, "full", scifact(50))  # admitted: it fits the queue (one more line would be cut)
         r = gw.client.post("/v1/collections/full/documents/bulk", content=ndjson(scifact(5)), headers=NDJSON)
         assert r.status_code == 429 and r.headers["retry-after"] == "17"
         assert r.headers["content-type"] == "application/problem+json"

@@ -29,7 +29,14 @@ def test_replicas_do_the_work_once_and_share_its_result(redis_server):
             value = await store.get(key)
             return value.decode() if value else None
 
-        replicas = [AcrossReplicas(RedisLeases(redis_server.url, 0.5), lease_ms=1000, poll_s=0.02) for _ in range(4)]
+        replicas = [
+            AcrossReplicas(
+                RedisLeases(aioredis.Redis.from_url(redis_server.url, socket_timeout=0.5, socket_connect_timeout=0.5)),
+                lease_ms=1000,
+                poll_s=0.02,
+            )
+            for _ in range(4)
+        ]
         outcomes = await asyncio.gather(*(r.once(key, work, result) for r in replicas))
         await store.aclose()
         return outcomes, calls
@@ -43,7 +50,7 @@ def test_replicas_do_the_work_once_and_share_its_result(redis_server):
 def test_a_dead_holder_is_taken_over_when_its_lease_expires(redis_server):
     async def run() -> tuple[str | None, bool]:
         key = f"thinksearch:test:{uuid.uuid4().hex}"
-        leases = RedisLeases(redis_server.url, 0.5)
+        leases = RedisLeases(aioredis.Redis.from_url(redis_server.url, socket_timeout=0.5, socket_connect_timeout=0.5))
         # A replica took the lease and died: never renewed, never released.
         assert await leases.acquire(key, 400) is not None
 
@@ -62,7 +69,8 @@ def test_a_dead_holder_is_taken_over_when_its_lease_expires(redis_server):
 
 def test_without_redis_each_replica_works_alone():
     async def run() -> tuple[str | None, bool]:
-        dead = RedisLeases("redis://127.0.0.1:1/0", 0.2)  # nothing listens on port 1
+        nobody = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+        dead = RedisLeases(aioredis.Redis.from_url(nobody, socket_timeout=0.2, socket_connect_timeout=0.2))
 
         async def work() -> str:
             return "own"

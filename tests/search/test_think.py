@@ -144,7 +144,7 @@ def test_thoughts_are_fused_as_hyde_says(gw):
     """Scores equal cosine similarity against mean(embed([query] + thoughts)), computed here independently."""
     from sentence_transformers import SentenceTransformer
 
-    from service.clients.embedder import _resolve_local_model
+    from service.clients.local_embedder import _resolve_local_model
 
     query = unique("tides and the moon")
     body = search(gw, query, include_thoughts=True, top_k=len(DOCS), retrieval="dense")  # cosine scores

@@ -92,6 +92,12 @@ def create_app(path: str) -> FastAPI:
             )
         )
 
+    @app.patch("/collections/{name}")
+    async def update_collection(name: str, body: models.UpdateCollection) -> JSONResponse:
+        if not client.collection_exists(name):
+            return _error(404, f"Not found: Collection `{name}` doesn't exist!")
+        return _ok(client.update_collection(name, metadata=body.metadata))
+
     @app.delete("/collections/{name}")
     async def delete_collection(name: str) -> JSONResponse:
         return _ok(client.delete_collection(name))

@@ -334,6 +334,8 @@ class VLLMServer(_ManagedProcess):
         pooler_config: Mapping[str, object] | None = None,
         port: int | None = None,
         max_model_len: int = 1024,
+        dtype: str = "float32",
+        kvcache_gib: int = 1,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 240.0,
@@ -351,6 +353,9 @@ class VLLMServer(_ManagedProcess):
         self.pooler_config = dict(pooler_config or EMBED_POOLER_CONFIG)
         self.port = port or free_port()
         self.max_model_len = max_model_len
+        self.dtype = dtype
+        # VLLM_CPU_KVCACHE_SPACE (whole GiB of KV cache): 1 is plenty for the tiny model; a real one may want more.
+        self.kvcache_gib = kvcache_gib
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
@@ -381,7 +386,7 @@ class VLLMServer(_ManagedProcess):
             "--port",
             str(self.port),
             "--dtype",
-            "float32",
+            self.dtype,
             "--max-model-len",
             str(self.max_model_len),
             "--enforce-eager",
@@ -403,7 +408,7 @@ class VLLMServer(_ManagedProcess):
         env.update(
             VIRTUAL_ENV=str(venv),
             PATH=f"{self.python.parent}{os.pathsep}{env.get('PATH', '')}",
-            VLLM_CPU_KVCACHE_SPACE="1",  # GiB of KV cache: plenty for a tiny model
+            VLLM_CPU_KVCACHE_SPACE=str(self.kvcache_gib),
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
             VLLM_CACHE_ROOT=str(self._tmp / "cache"),

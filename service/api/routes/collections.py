@@ -4,13 +4,15 @@ from fastapi import APIRouter, Depends, Response
 
 from service.api.auth import require, require_json
 from service.api.deps import CatalogDep, CollectionName
-from service.api.mappers import chunking_params, described, hnsw_params
+from service.api.mappers import chunking_params, described, hnsw_params, policy_changes, think_policy
 from service.api.protocol import (
     CollectionCreate,
     CollectionCreated,
     CollectionDetail,
     CollectionList,
+    CollectionPatch,
     CollectionSummary,
+    ThinkPolicyOut,
 )
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
@@ -25,7 +27,8 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 async def create_collection(body: CollectionCreate, catalog: CatalogDep) -> CollectionCreated:
     hnsw = hnsw_params(body.hnsw.m, body.hnsw.ef_construct) if body.hnsw else None
     chunking = chunking_params(body.chunking)
-    info = await catalog.create_collection(body.name, hnsw, chunking, sparse=body.sparse)
+    policy = think_policy(body.think) if body.think else None
+    info = await catalog.create_collection(body.name, hnsw, chunking, sparse=body.sparse, policy=policy)
     return CollectionCreated(**described(info))
 
 
@@ -38,7 +41,20 @@ async def list_collections(catalog: CatalogDep) -> CollectionList:
 @router.get("/{name}", response_model=CollectionDetail, dependencies=[require("search")])
 async def get_collection(name: CollectionName, catalog: CatalogDep) -> CollectionDetail:
     info = await catalog.describe(name)
-    return CollectionDetail(count=info.count, **described(info))
+    think = ThinkPolicyOut(**await catalog.policy(name))
+    return CollectionDetail(count=info.count, think=think, **described(info))
+
+
+@router.patch(
+    "/{name}",
+    response_model=CollectionDetail,
+    dependencies=[require("admin"), Depends(require_json)],
+)
+async def update_collection(name: CollectionName, body: CollectionPatch, catalog: CatalogDep) -> CollectionDetail:
+    """Changes the collection's think policy: seen by every replica within a second (docs/api.md)."""
+    think = ThinkPolicyOut(**await catalog.update_policy(name, policy_changes(body.think)))
+    info = await catalog.describe(name)
+    return CollectionDetail(count=info.count, think=think, **described(info))
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=[require("admin")])

@@ -26,17 +26,18 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> JSONResponse:
-    """Open, like /healthz; but dependency details (internal addresses) only to an `admin` key."""
+    """Open, like /healthz; but dependency details (internal addresses) only to an `admin` key (never when open)."""
     probes = request.app.state.services.probes()
     states = await asyncio.gather(*(_probe(p) for p in probes.values()))
     dependencies = dict(zip(probes, states, strict=True))
     breakers = request.app.state.services.breakers
     for name, state in dependencies.items():
         state.breaker = breakers.state(BREAKER_OF[name]) if name in BREAKER_OF else None
-    principal = caller(request)
-    if principal is None or not principal.may("admin"):
+    if not _shows_details(request):
+        # The state stays (ok, breaker); the detail (a folder, an address, an error text) goes.
         dependencies = {
-            name: DependencyState(ok=d.ok, detail="ok" if d.ok else "not ok") for name, d in dependencies.items()
+            name: DependencyState(ok=d.ok, detail="ok" if d.ok else "not ok", breaker=d.breaker)
+            for name, d in dependencies.items()
         }
     if getattr(request.app.state, "draining", False):
         status, code = "draining", 503  # shutting down: take this replica out of the load balancer
@@ -49,6 +50,15 @@ async def readyz(request: Request) -> JSONResponse:
     body = Readiness(status=status, dependencies=dependencies)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if code == 503 else None
     return JSONResponse(body.model_dump(), status_code=code, headers=headers)
+
+
+def _shows_details(request: Request) -> bool:
+    """Details (folders, addresses, error texts) only to an `admin` key. An open service (no API_KEYS) shows them to
+    no one: every caller of an open service would be an admin, and /readyz is reachable wherever the API is."""
+    if request.app.state.keys.open:
+        return False
+    principal = caller(request)
+    return principal is not None and "admin" in principal.scopes
 
 
 async def _probe(check) -> DependencyState:

@@ -22,8 +22,8 @@ from service.api.protocol import (
     WarmRequest,
 )
 from service.model.errors import CollectionNotFound
-from service.observability.context import annotate_request
 from service.model.search import SearchOutcome
+from service.observability.context import annotate_request
 from service.search.pipeline import SearchPipeline
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"])

@@ -24,8 +24,14 @@ import qdrant_edge as qe
 
 from service.clients.sparse import SPARSE_VECTOR
 from service.model.collections import ChunkingParams, CollectionInfo, HnswParams
-from service.model.documents import FilterValue, Hit, StoredDocument
-from service.model.errors import CollectionExists, CollectionNotFound, StoreUnavailable, VectorMismatch
+from service.model.documents import FilterValue, Hit, StoredDocument, key_problem
+from service.model.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    StoreRejected,
+    StoreUnavailable,
+    VectorMismatch,
+)
 from service.store.base import SearchQuery
 from service.store.edge import translate
 from service.store.edge.collection import Collection
@@ -92,8 +98,10 @@ class EdgeStore:
         hnsw: HnswParams | None = None,
         sparse: bool = True,
         chunking: ChunkingParams | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> None:
-        await self._call(self._create, name, dimension, embedder, profile, hnsw or DEFAULT_HNSW, sparse, chunking)
+        hnsw = hnsw or DEFAULT_HNSW
+        await self._call(self._create, name, dimension, embedder, profile, hnsw, sparse, chunking, policy or {})
 
     async def sparse_side(self, name: str) -> bool:
         """Whether the collection has a BM25 vector (meta.json says; collections from before have none)."""
@@ -113,6 +121,17 @@ class EdgeStore:
 
     async def info(self, name: str) -> CollectionInfo:
         return await self._call(self._info, name)
+
+    async def policy(self, name: str) -> dict[str, Any]:
+        return dict((await self._call(self._get, name)).meta.get("policy") or {})
+
+    async def set_policy(self, name: str, policy: dict[str, Any]) -> None:
+        def write() -> None:
+            collection = self._get(name)
+            collection.meta["policy"] = policy
+            write_json(collection.folder / META, collection.meta)
+
+        await self._call(write)
 
     async def count(self, name: str) -> int:
         return await self._call(lambda: self._get(name).count())
@@ -210,6 +229,7 @@ class EdgeStore:
         hnsw: HnswParams,
         sparse: bool,
         chunking: ChunkingParams | None,
+        policy: dict[str, Any],
     ) -> None:
         folder = self._folder(name)
         if self._exists(name):
@@ -235,6 +255,8 @@ class EdgeStore:
             meta["sparse"] = SPARSE_VECTOR
         if chunking:
             meta["chunking"] = chunking.as_meta()
+        if policy:
+            meta["policy"] = policy
         write_json(staging / META, meta)
         staging.rename(folder)
         fsync_dir(self._root)
@@ -269,6 +291,12 @@ class EdgeStore:
         dimension = int(collection.meta["dimension"])
         if vectors.ndim != 2 or vectors.shape[1] != dimension:
             raise VectorMismatch(f"expected vectors of dimension {dimension}, got shape {vectors.shape}")
+        # A key the engine would take into the payload but not into an index (a JSON path it cannot parse) is refused
+        # before anything is written: the caller's 422 must mean nothing was stored.
+        for d in documents:
+            for key in d.metadata:
+                if problem := key_problem(key):
+                    raise StoreRejected(f"metadata {problem}")
         write_id = new_write_id()
         points = translate.points(documents, vectors, write_id, bool(collection.meta.get("sparse")))
         collection.apply(qe.UpdateOperation.upsert_points(points), len(points))
@@ -389,8 +417,13 @@ def _engine_errors(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except OSError as exc:
         raise StoreUnavailable(f"Qdrant Edge storage failed: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        # What the engine (or its bindings) cannot take: an invalid JSON path in a payload key or filter, a number it
+        # cannot hold. The request's fault, not the store's: a 422 (or the bulk line's error), never a 503 or a 500.
+        log.warning("Qdrant Edge refused a request: %r", exc)
+        raise StoreRejected(f"the store refused it: {exc}"[:300]) from exc
     except Exception as exc:
         if type(exc) is not Exception:
-            raise  # ours (CollectionNotFound, ...) or a bug (TypeError, ...): not the engine's
+            raise  # ours (CollectionNotFound, ...): not the engine's
         log.exception("Qdrant Edge failed")
         raise StoreUnavailable(f"Qdrant Edge failed: {exc}") from exc

@@ -348,6 +348,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="with --versus: alternations")
     parser.add_argument("--hot", action="store_true", help="only the cached think and direct sweep (a)")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="sweep concurrencies")
+    parser.add_argument(
+        "--thinker",
+        choices=("tiny", "real"),
+        default="tiny",
+        help="the thought worker: the random tiny model (default), or SmolLM2 prepared by `make real-thinker`",
+    )
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if args.quick:
@@ -357,36 +363,43 @@ def main() -> None:
         compare_settings(args)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_model(Path(tmp) / "tiny")
-        with VLLMServer(model, "tiny-think", startup_timeout=VLLM_STARTUP_S) as vllm:
-            port = free_port()
-            # The production default, Qdrant Edge, on both sides (the bare side's own folder).
-            gateway = start_gateway(port, vllm.base_url, {"QDRANT_PATH": str(Path(tmp) / "gateway-store")})
-            try:
-                asyncio.run(run(f"http://127.0.0.1:{port}", vllm, args, str(Path(tmp) / "bare-store")))
-                rss_mb = rss_bytes([gateway.pid]) / 2**20
-                print(f"\n(e) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb:.0f} MB   ({load()})")
-            finally:
-                gateway.terminate()
-                gateway.wait(30)
+    with tempfile.TemporaryDirectory() as tmp, _thinker(args.thinker, Path(tmp)) as vllm:
+        port = free_port()
+        # The production default, Qdrant Edge, on both sides (the bare side's own folder).
+        gateway = start_gateway(port, vllm.base_url, {"QDRANT_PATH": str(Path(tmp) / "gateway-store")})
+        try:
+            asyncio.run(run(f"http://127.0.0.1:{port}", vllm, args, str(Path(tmp) / "bare-store")))
+            rss_mb = rss_bytes([gateway.pid]) / 2**20
+            print(f"\n(e) gateway RSS (local MiniLM embedder, {args.docs} docs): {rss_mb:.0f} MB   ({load()})")
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+
+
+def _thinker(kind: str, tmp: Path) -> VLLMServer:
+    """The thought worker of a run: the tiny random model (protocol and speed), or the real small LLM."""
+    if kind == "real":
+        from tests.support.realmodel import PREPARE_HINT, is_prepared, real_vllm_server
+
+        if not is_prepared():
+            raise SystemExit(f"--thinker real: the checkpoint is not prepared; {PREPARE_HINT}")
+        return real_vllm_server()
+    return VLLMServer(build_tiny_model(tmp / "tiny"), "tiny-think", startup_timeout=VLLM_STARTUP_S)
 
 
 def compare_settings(args: argparse.Namespace) -> None:
     extra = dict(kv.split("=", 1) for kv in args.versus.split(","))
-    with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_model(Path(tmp) / "tiny")
-        with VLLMServer(model, "tiny-think", startup_timeout=VLLM_STARTUP_S) as vllm:
-            gateways = {}
-            try:
-                for label, env in (("default", {}), (args.versus, extra)):
-                    port = free_port()
-                    gateways[label] = (f"http://127.0.0.1:{port}", start_gateway(port, vllm.base_url, env))
-                asyncio.run(versus({label: base for label, (base, _) in gateways.items()}, vllm, args))
-            finally:
-                for _, proc in gateways.values():
-                    proc.terminate()
-                    proc.wait(30)
+    with tempfile.TemporaryDirectory() as tmp, _thinker(args.thinker, Path(tmp)) as vllm:
+        gateways = {}
+        try:
+            for label, env in (("default", {}), (args.versus, extra)):
+                port = free_port()
+                gateways[label] = (f"http://127.0.0.1:{port}", start_gateway(port, vllm.base_url, env))
+            asyncio.run(versus({label: base for label, (base, _) in gateways.items()}, vllm, args))
+        finally:
+            for _, proc in gateways.values():
+                proc.terminate()
+                proc.wait(30)
 
 
 if __name__ == "__main__":

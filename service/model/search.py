@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,3 +47,18 @@ class WarmSummary:
     warmed: int
     failed: int
     worker_requests: int
+    done: int = 0  # queries finished, whatever their outcome
+
+    @classmethod
+    def of(cls, outcomes: Mapping[str, int], queries: int) -> WarmSummary:
+        """From counts of each query's outcome: skipped (cached), worker (thought now), warmed (coalesced with
+        another, or re-embedded) or failed. A query thought now is warmed too."""
+        worker = outcomes.get("worker", 0)
+        return cls(
+            queries=queries,
+            skipped=outcomes.get("skipped", 0),
+            warmed=outcomes.get("warmed", 0) + worker,
+            failed=outcomes.get("failed", 0),
+            worker_requests=worker,
+            done=sum(outcomes.values()),
+        )

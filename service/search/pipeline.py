@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -166,14 +167,7 @@ class SearchPipeline:
             return outcome
 
         results = await asyncio.gather(*(reported(q) for q in queries))
-        worker = results.count("worker")
-        return WarmSummary(
-            queries=len(queries),
-            skipped=results.count("skipped"),
-            warmed=results.count("warmed") + worker,
-            failed=results.count("failed"),
-            worker_requests=worker,
-        )
+        return WarmSummary.of(Counter(results), len(queries))
 
     async def aclose(self) -> None:
         await self.thinking.aclose()

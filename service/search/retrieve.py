@@ -44,15 +44,16 @@ class Found:
 
 
 def weighted_rrf(lists: list[tuple[list[Hit], float]], k: int, top_k: int) -> list[Hit]:
-    """Weighted reciprocal-rank fusion: score(d) = Σ w / (k + rank of d in the list), ranks from 1; a document
-    keeps the hit of the first list that has it."""
+    """Weighted reciprocal-rank fusion: score(d) = Σ w / (k + rank of d in the list), ranks from 1 (ties by id);
+    a document keeps the hit of the first list that has it."""
     scores: dict[str, float] = {}
     first: dict[str, Hit] = {}
     for hits, weight in lists:
-        for rank, hit in enumerate(hits, start=1):
+        # Equal scores ranked by id: the engine returns ties in no fixed order, and a rank is what this fuses.
+        for rank, hit in enumerate(sorted(hits, key=lambda h: (-h.score, h.document.id)), start=1):
             scores[hit.document.id] = scores.get(hit.document.id, 0.0) + weight / (k + rank)
             first.setdefault(hit.document.id, hit)
-    best = sorted(scores, key=lambda d: -scores[d])[:top_k]
+    best = sorted(scores, key=lambda d: (-scores[d], d))[:top_k]
     return [Hit(first[d].document, scores[d]) for d in best]
 
 

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from dataclasses import asdict
 
 from service.jobs.model import Job
 from service.jobs.store import JobStore
+from service.model.search import WarmSummary
 from service.search.pipeline import SearchPipeline
 
 log = logging.getLogger(__name__)
@@ -18,16 +20,8 @@ REPORT_INTERVAL_S = 0.5
 
 
 def progress(counts: Counter[str], queries: int) -> dict[str, int]:
-    # The pipeline counts a query it generated as "worker"; a coalesced or re-embedded one as "warmed".
-    worker = counts["worker"]
-    return {
-        "queries": queries,
-        "done": sum(counts.values()),
-        "skipped": counts["skipped"],
-        "warmed": counts["warmed"] + worker,
-        "failed": counts["failed"],
-        "worker_requests": worker,
-    }
+    """A warm job's counts, as the job store keeps them (the same arithmetic as the pipeline's summary)."""
+    return asdict(WarmSummary.of(counts, queries))
 
 
 class Warming:

@@ -223,7 +223,8 @@ TINY_MODEL_NOTE = (
     "n thoughts' embeddings) and searched through the same public API as direct mode. It cannot measure quality: "
     "the thoughts are random text, so the think row shows how far n noise passages pull the fused vector from the "
     "query (n of the n+1 averaged vectors for hyde), not what HyDE, O1 or query2doc buy. That takes a real "
-    "checkpoint (an instruct model for `hyde`, the O1 checkpoint for `o1`): docs/benchmarks.md."
+    "checkpoint (`make real-thinker`'s SmolLM2 on CPU, which `make eval-report` uses when it is prepared, or a "
+    "larger instruct model on a GPU): docs/benchmarks.md, and `thinksearch tune` for a collection's own policy."
 )
 
 

@@ -130,9 +130,9 @@ def test_rank_fusion_is_the_weighted_rrf_of_the_direct_and_the_think_lists(pgw):
     k = think_settings().search_rrf_k
     expected: dict[str, float] = {}
     for hits, w in ((direct, 0.7), (think, 0.3)):
-        for rank, h in enumerate(hits, start=1):
+        for rank, h in enumerate(sorted(hits, key=lambda h: (-h["score"], h["id"])), start=1):  # ties by id
             expected[h["id"]] = expected.get(h["id"], 0.0) + w / (k + rank)
-    assert [h["id"] for h in fused["results"]] == sorted(expected, key=lambda d: -expected[d])
+    assert [h["id"] for h in fused["results"]] == sorted(expected, key=lambda d: (-expected[d], d))
     assert {h["id"]: h["score"] for h in fused["results"]} == pytest.approx(expected)
 
 

@@ -21,7 +21,7 @@ from service.tools.evaluation import (
 )
 from tests.support.gateway import Gateway
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
+SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "beir" / "scifact"
 
 
 def test_scores_match_hand_computed_values():

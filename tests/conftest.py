@@ -33,9 +33,10 @@ def vllm_embed(tiny_model: Path) -> Iterator[VLLMServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_vllm() -> Iterator[VLLMServer]:
-    """The real small thought worker: SmolLM2-135M-Instruct (from `make real-thinker`) on vLLM, bfloat16."""
+    """The real small thought worker: SmolLM2-135M-Instruct (from `make real-thinker`) on vLLM, bfloat16. Module
+    scope: stopped after the tests that use it, so its memory and threads do not stay beside the rest of the run."""
     path = real_thinker_dir()
     if not is_prepared(path):
         # A skip, not a pass: pytest run without `make` has simply not prepared it.

@@ -65,13 +65,14 @@ class Catalog:
         """The collection's think policy as searches apply it (the service's defaults filled in)."""
         return self.policies.effective(await self.policies.get(name))
 
-    async def update_policy(self, name: str, changes: dict[str, Any]) -> dict[str, object]:
-        """Fields given replace the stored ones; a field given as null goes back to the service's default."""
-        info = await self.store.info(name)
+    async def update_policy(self, name: str, changes: dict[str, Any]) -> tuple[CollectionInfo, dict[str, object]]:
+        """Fields given replace the stored ones; a field given as null goes back to the service's default.
+        Returns the collection (as `describe` does) and its policy as searches now apply it."""
+        info = await self.describe(name)
         policy = ThinkPolicy.from_meta(await self.store.policy(name)).updated(changes)
         self._check(policy, info.profile)
         await self.policies.set(name, policy)
-        return self.policies.effective(policy)
+        return info, self.policies.effective(policy)
 
     def _check(self, policy: ThinkPolicy, collection_profile: str) -> None:
         """A policy's profile must embed queries in the format the collection's documents were embedded in."""

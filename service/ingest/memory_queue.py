@@ -11,7 +11,7 @@ import uuid
 from dataclasses import replace
 
 from service.ingest.queue import Entry, LineFailure, QueueStats
-from service.jobs.model import TERMINAL, Job
+from service.jobs.model import ACTIVE, TERMINAL, Job
 from service.model.errors import JobNotFound, QueueFull
 from service.observability import metrics
 
@@ -86,7 +86,7 @@ class MemoryBroker:
         job = await self.get(job_id)
         now = time.time()
         job.progress, job.updated_at = dict(progress), now
-        if status is not None and job.status in ("queued", "running"):
+        if status is not None and job.status in ACTIVE:
             job.status = status
             if status == "running":
                 job.started_at = job.started_at or now
@@ -182,7 +182,7 @@ class MemoryBroker:
         return len(self._queue) + len(self._pending)
 
     def _finish_if_done(self, job: Job) -> None:
-        if job.status in ("queued", "running") and job.done:
+        if job.status in ACTIVE and job.done:
             job.status = "succeeded"
             job.finished_at = job.updated_at = time.time()
             job.started_at = job.started_at or job.finished_at

@@ -185,15 +185,15 @@ class IngestWorker:
         while True:
             entries = await inbox.get()
             entries = await self._retrying(self._live, entries)
-            entries, ids = await self._parse(entries)
+            entries, parsed = await self._parse(entries)
             if not entries:
                 continue
             latest: dict[str, dict[str, StoredDocument]] = defaultdict(dict)
             for e in entries:
-                d = ids[e.entry_id]
+                d = parsed[e.entry_id]
                 latest[e.collection][d.id] = d
             started = time.perf_counter()
-            batch = _Embedded(entries, {k: d.id for k, d in ids.items()}, {}, {}, {})
+            batch = _Embedded(entries, {entry_id: d.id for entry_id, d in parsed.items()}, {}, {}, {})
             truncated_ids = set()
             for collection, docs in latest.items():
                 chunking = await self._chunking(collection)
@@ -258,7 +258,7 @@ class IngestWorker:
         except (QueueUnavailable, StoreUnavailable, EmbedderError):
             raise
         except Exception as exc:
-            log.warning("a document of collection batch could not be embedded: %r", exc)
+            log.warning("documents could not be prepared or embedded: %r", exc)
             raise _Refused(f"could not be embedded: {type(exc).__name__}: {str(exc)[:200]}") from exc
         return prepared.documents, vectors, prepared.truncated
 

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 Fusion = Literal["vector", "rank"]
-PROFILES = ("hyde", "query2doc", "o1")
 DEFAULT_THINK_WEIGHT = 0.3
 
 

@@ -243,11 +243,10 @@ class Round:
             self._own(key, group) if key in self._owned else self._peer(key, group)
             for key, group in self._groups.items()
         ]
-        thoughts: list[Thought | None] = [None] * len(self._cold)
+        by_index: dict[int, Thought] = {}
         for group, found in zip(self._groups.values(), await asyncio.gather(*waits), strict=True):
-            for i, thought in zip(group, found, strict=True):
-                thoughts[i] = thought
-        return [t for t in thoughts if t is not None]
+            by_index.update(zip(group, found, strict=True))
+        return [by_index[i] for i in range(len(self._cold))]
 
     async def publish(self, entries: dict[str, CachedQuery]) -> None:
         """The finished think vectors of the keys this search owns: cached first, then its waiters woken (a search

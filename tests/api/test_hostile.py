@@ -449,9 +449,9 @@ def _send(sock: socket.socket, data: bytes) -> bool:
     return True
 
 
-def _read_until_closed(sock: socket.socket, limit_s: float = 8.0) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and how long that took."""
-    started = time.monotonic()
+def _read_until_closed(sock: socket.socket, limit_s: float = 8.0) -> bytes:
+    """Everything the server sends until it closes the connection; a test failure if it keeps it open (the limit is
+    far past every timeout the served settings use)."""
     sock.settimeout(limit_s)
     data = b""
     try:
@@ -459,9 +459,11 @@ def _read_until_closed(sock: socket.socket, limit_s: float = 8.0) -> tuple[bytes
             data += chunk
     except (ConnectionResetError, BrokenPipeError):
         pass
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open for {limit_s} s; it had sent {data[:200]!r}")
     finally:
         sock.close()
-    return data, time.monotonic() - started
+    return data
 
 
 def _status(response: bytes) -> int:
@@ -471,7 +473,7 @@ def _status(response: bytes) -> int:
 def _http(port: int, request: bytes) -> bytes:
     sock = _connect(port)
     sock.sendall(request)
-    return _read_until_closed(sock)[0]
+    return _read_until_closed(sock)
 
 
 def _ready(port: int) -> None:
@@ -481,12 +483,12 @@ def _ready(port: int) -> None:
 
 def test_an_idle_connection_is_closed(served):
     port, _ = served
-    data, took = _read_until_closed(_connect(port))
-    assert data == b"" and took < 4  # HTTP_HEADER_TIMEOUT_S=1: closed, nothing to answer
+    data = _read_until_closed(_connect(port))
+    assert data == b""  # HTTP_HEADER_TIMEOUT_S=1: closed, nothing to answer
     sock = _connect(port)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-    data, took = _read_until_closed(sock)
-    assert _status(data) == 200 and took < 4  # then idle on keep-alive: HTTP_KEEP_ALIVE_TIMEOUT_S=1
+    data = _read_until_closed(sock)
+    assert _status(data) == 200  # then closed while idle on keep-alive: HTTP_KEEP_ALIVE_TIMEOUT_S=1
     _ready(port)
 
 
@@ -494,13 +496,14 @@ def test_trickled_headers_are_408(served):
     port, _ = served
     sock = _connect(port)
     _send(sock, b"GET /healthz HTTP/1.1\r\n")
-    started = time.monotonic()
-    while time.monotonic() - started < 5:  # a header line every 0.2 s, never the end of the headers
+    closed = False
+    for _ in range(25):  # a header line every 0.2 s for 5 s, never the end of the headers
         time.sleep(0.2)
         if not _send(sock, b"X-Slow: 1\r\n"):
+            closed = True
             break
-    data, took = _read_until_closed(sock)
-    assert time.monotonic() - started < 4  # HTTP_HEADER_TIMEOUT_S=1, however often a byte comes
+    data = _read_until_closed(sock)
+    assert closed  # HTTP_HEADER_TIMEOUT_S=1: the server hung up however often a byte came
     assert _status(data) == 408 and b"application/problem+json" in data, data[:300]
     _ready(port)
 
@@ -513,7 +516,7 @@ def test_a_huge_header_block_is_431(served):
         if not _send(sock, b"a" * (1 << 20)):
             break
         time.sleep(0.05)
-    data, _ = _read_until_closed(sock)
+    data = _read_until_closed(sock)
     assert _status(data) == 431 and b"8192 bytes" in data, data[:300]
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(30))
     data = _http(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + many + b"\r\n")
@@ -527,17 +530,17 @@ def test_a_trickled_body_is_408_and_nothing_is_written(served):
     head = b"POST /v1/collections HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
     sock = _connect(port)
     _send(sock, head + b"Content-Length: %d\r\n\r\n" % len(create) + create[:5])  # and then nothing
-    data, took = _read_until_closed(sock)
-    assert _status(data) == 408 and b"request body" in data and took < 5, data[:300]
+    data = _read_until_closed(sock)
+    assert _status(data) == 408 and b"request body" in data, data[:300]
     assert _status(_http(port, b"GET /v1/collections/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")) == 404
     bulk = b"POST /v1/collections/slow/documents/bulk HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson\r\n"
     sock = _connect(port)
     _send(sock, b"POST /v1/collections HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n")
     _send(sock, b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(create) + create)
-    assert _status(_read_until_closed(sock)[0]) == 201
+    assert _status(_read_until_closed(sock)) == 201
     sock = _connect(port)
     _send(sock, bulk + b"Transfer-Encoding: chunked\r\n\r\n" + b"20\r\n" + b'{"id": "a", "text": "first line"}'[:32])
-    data, _ = _read_until_closed(sock)
+    data = _read_until_closed(sock)
     assert _status(data) == 408, data[:300]
     count = _http(port, b"GET /v1/collections/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert b'"count":0' in count, count[-200:]

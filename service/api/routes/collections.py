@@ -52,8 +52,8 @@ async def get_collection(name: CollectionName, catalog: CatalogDep) -> Collectio
 )
 async def update_collection(name: CollectionName, body: CollectionPatch, catalog: CatalogDep) -> CollectionDetail:
     """Changes the collection's think policy: seen by every replica within a second (docs/api.md)."""
-    think = ThinkPolicyOut(**await catalog.update_policy(name, policy_changes(body.think)))
-    info = await catalog.describe(name)
+    info, policy = await catalog.update_policy(name, policy_changes(body.think))
+    think = ThinkPolicyOut(**policy)
     return CollectionDetail(count=info.count, think=think, **described(info))
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.clients.local_embedder import LocalEmbedder
 from service.clients.sparse import bm25
 from service.model.documents import StoredDocument
 from service.model.profiles import make_profile
@@ -41,6 +40,7 @@ from service.settings import Settings
 from service.store.base import SearchQuery
 from service.store.factory import open_store
 from service.tools.evaluation import read_jsonl
+from service.wiring import open_embedder
 from tests.support.servers import REPO_ROOT, VLLMServer, free_port, rss_bytes, wait_http
 from tests.support.tinymodel import build_tiny_model
 
@@ -146,8 +146,9 @@ class Bench:
         for i in range(0, len(self.docs), 256):
             batch = {"documents": self.docs[i : i + 256]}
             (await self.client.post(f"/v1/collections/{COLLECTION}/documents", json=batch)).raise_for_status()
-        # The bare components, in this process: MiniLM, an in-process cache, embedded Qdrant with the same docs.
-        self.embedder = LocalEmbedder(None, self.settings.embedder_batch_size, self.settings.embedder_threads)
+        # The bare components, in this process: MiniLM (EMBEDDER_BACKEND's), an in-process cache, embedded Qdrant
+        # with the same docs.
+        self.embedder = await open_embedder(self.settings.model_copy(update={"embedder_url": None}))
         self.store = open_store(url=None, api_key=None, path=self.bare_store or ":memory:", timeout_s=10)
         dim = await self.embedder.dimension()
         await self.store.create(COLLECTION, dim, embedder=self.embedder.name, profile=self.profile.name)

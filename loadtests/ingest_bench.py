@@ -22,10 +22,10 @@ import time
 import httpx
 import numpy as np
 
-from service.clients.local_embedder import LocalEmbedder
 from service.model.profiles import make_profile
 from service.settings import Settings
 from service.tools.evaluation import read_jsonl
+from service.wiring import open_embedder
 from tests.support.servers import REPO_ROOT, free_port, wait_http
 
 SCIFACT = REPO_ROOT.parent / "shared" / "data" / "beir" / "scifact"
@@ -66,7 +66,7 @@ def embedder_throughput(docs: list[dict], batch: int) -> float:
     settings = Settings(_env_file=None)
     profile = make_profile(settings)
     texts = [profile.document_text(d["title"], d["text"]) for d in docs]
-    embedder = LocalEmbedder(None, settings.embedder_batch_size)
+    embedder = asyncio.run(open_embedder(settings))  # the in-process embedder of EMBEDDER_BACKEND
 
     async def run() -> float:
         await embedder.embed(texts[:16], documents=True)  # warm-up

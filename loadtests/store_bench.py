@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from service.clients.local_embedder import LocalEmbedder
 from service.model.documents import StoredDocument
+from service.settings import Settings
 from service.store.base import Store
 from service.store.edge.store import EdgeStore
 from service.store.qdrant import VectorStore
 from service.tools.evaluation import read_jsonl
+from service.wiring import open_embedder
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 LANGS = [f"l{i}" for i in range(10)]  # a filter on one keeps 10% of the points
@@ -174,7 +175,7 @@ def scifact(limit: int | None, cache: Path) -> tuple[np.ndarray, np.ndarray, lis
         saved = np.load(path)
         print(f"SciFact: {len(docs):,} doc embeddings from {path}")
         return saved["corpus"], saved["queries"], texts
-    embedder = LocalEmbedder(None, 16)
+    embedder = asyncio.run(open_embedder(Settings(_env_file=None, embedder_url=None, embedder_batch_size=16)))
     t0 = time.perf_counter()
     corpus = np.asarray(asyncio.run(embedder.embed(texts, documents=True)), np.float32)
     print(f"SciFact: embedded {len(texts):,} docs in {time.perf_counter() - t0:.0f} s   ({load()})", flush=True)

@@ -13,18 +13,21 @@ from service import __version__
 from service.api.auth import KeyRing
 from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.api.problems import RETRY_AFTER_S, install_problem_handlers, problem_response
-from service.api.routes import bulk, collections, documents, health, jobs, search
+from service.api.routes import aliases, bulk, collections, documents, health, jobs, keys, search, snapshots, tune, ui
 from service.model.errors import (
+    AliasConflict,
     CollectionExists,
     CollectionNotFound,
     DependencyUnavailable,
     JobNotFound,
+    KeysUnavailable,
     PolicyRejected,
     QueueFull,
     StoreRejected,
     UploadTooLarge,
     VectorMismatch,
 )
+from service.observability import tracing
 from service.settings import Settings, get_settings
 from service.wiring import Services, open_services
 
@@ -61,6 +64,8 @@ def _domain_error_handlers() -> dict[type[Exception], Callable[[Request, Excepti
         CollectionExists: handler(409, lambda e: f"Collection '{e}' already exists."),
         VectorMismatch: handler(409, lambda e: f"The collection was built with another embedder: {e}"),
         PolicyRejected: handler(422, lambda e: f"think: {e}"),
+        KeysUnavailable: handler(409, lambda e: f"Keys cannot be managed here: {e}."),
+        AliasConflict: handler(409, str),
         StoreRejected: handler(422, lambda e: f"The request cannot be stored or searched as given: {e}"),
         JobNotFound: handler(404, lambda e: f"Job '{str(e)[:80]}' does not exist (or has expired)."),
         # Every "a dependency is down" error: 503 with Retry-After, naming the dependency.
@@ -75,17 +80,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(settings)
+        tracing.setup()  # traces only if OTEL_EXPORTER_OTLP_ENDPOINT is set; before the clients that send traceparent
+        try:
+            services = await open_services(settings)
+        except BaseException:
+            tracing.shutdown()
+            raise
         app.state.services = services
         if services.ingestion is not None:
             services.ingestion.start()
+        if services.runtime_keys is not None:
+            await services.runtime_keys.refresh()  # keys made before this replica started work from its first request
+            services.runtime_keys.start()
         _log_startup(settings, services)
         try:
             yield
         finally:
             await services.aclose()
+            tracing.shutdown()  # flushes the spans still queued
 
-    app = FastAPI(title="ThinkSearch", version=__version__, lifespan=lifespan)
+    docs = {} if settings.docs_access == "open" else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="ThinkSearch", version=__version__, lifespan=lifespan, **docs)
     app.state.settings = settings
     app.state.keys = KeyRing(settings.api_keys)  # a malformed API_KEYS fails here, at startup
     app.state.draining = False
@@ -112,8 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(UploadTooLarge, upload_too_large)
     # Added last = outermost: even a 413 carries X-Request-ID.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=bulk.BULK_PATH)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=f"{bulk.BULK_PATH}|{snapshots.RESTORE_PATH}"
+    )
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, collections, documents, bulk, jobs, search):
+    for module in (health, collections, aliases, documents, bulk, jobs, search, tune, keys, snapshots):
         app.include_router(module.router)
+    if settings.console_access == "open":
+        app.include_router(ui.router)  # the console at /ui
     return app

@@ -1,4 +1,4 @@
-"""`thinksearch` command line: `serve` (default), `eval`, `warm`, `migrate`, `ingest` and `worker`."""
+"""`thinksearch` command line: `serve` (default), `eval`, `warm`, `migrate`, `ingest`, `worker` and `export-onnx`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from service.clients.onnx_export import add_export_command
+from service.tools.snapshot import add_snapshot_commands
 from service.tools.tune import add_tune_command
 
 
@@ -256,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     p_warm.set_defaults(func=warm)
     add_ingest_commands(sub)
     add_tune_command(sub)
+    add_export_command(sub)
+    add_snapshot_commands(sub)
 
     args = parser.parse_args(argv)
     if args.command is None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = Literal["search", "ingest", "admin"]
@@ -18,12 +18,20 @@ class RateLimit(BaseModel):
     burst: int = Field(ge=1)
 
 
+KEY_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+# A collection name, or a prefix of one followed by `*` ("team-a-*"); `*` alone is every collection.
+COLLECTION_GRANT = r"^([A-Za-z0-9_-]{1,64}\*?|\*)$"
+
+
 class KeySpec(BaseModel):
-    """An API key's grants: its scopes, an optional name for logs, and per-scope rate limits of its own."""
+    """An API key's grants: its scopes, an optional name for logs, per-scope rate limits of its own, the collections
+    it may reach (unset: all) and when it expires (unset: never)."""
 
     scopes: list[Scope]
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str | None = Field(default=None, pattern=KEY_NAME)
     rate_limits: dict[Scope, RateLimit] = Field(default_factory=dict)
+    collections: list[Annotated[str, Field(pattern=COLLECTION_GRANT)]] | None = Field(default=None, max_length=256)
+    expires_at: AwareDatetime | None = None
 
 
 Grant = list[Scope] | KeySpec
@@ -52,6 +60,9 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = None
     qdrant_path: str = "./data/qdrant"
     qdrant_timeout_s: float = 10.0
+    # Snapshot files (docs/api.md "Snapshots"); unset: a `snapshots` folder beside QDRANT_PATH (./data/snapshots).
+    # With several gateway replicas, a folder they all share.
+    snapshot_path: str | None = None
 
     # Embedded store (QDRANT_URL unset): "edge" = Qdrant Edge, Qdrant's engine in-process (HNSW, payload indexes);
     # "local" = qdrant-client's local mode (NumPy brute force). QDRANT_PATH=":memory:" always uses local mode.
@@ -104,6 +115,13 @@ class Settings(BaseSettings):
     # In-process embedder: torch threads of the document lane (ingestion); 0 = torch's default (one per core). The
     # query lane always runs one thread (measured ~3x faster per cold search beside vLLM, docs/decisions.md).
     embedder_threads: int = Field(default=0, ge=0)
+    # In-process embedder: `onnx` (ONNX Runtime, no torch in the process; the model exported once by `thinksearch
+    # export-onnx` into EMBEDDER_ONNX_DIR) or `torch` (sentence-transformers; the `torch` extra). Same vectors.
+    embedder_backend: Literal["onnx", "torch"] = "onnx"
+    # Threads of the in-process query lane (1 measured fastest beside the document lane on 2 cores).
+    embedder_query_threads: int = Field(default=1, ge=0)
+    # The exported ONNX model's folder; unset: ~/.cache/thinksearch/onnx/all-MiniLM-L6-v2 (the export's default).
+    embedder_onnx_dir: str | None = None
     # Tokens a remote embedder reads (special tokens included), for chunking and truncation counts; the in-process
     # model reports its own (MiniLM: 256).
     embedder_max_tokens: int = Field(default=256, ge=8)
@@ -111,6 +129,11 @@ class Settings(BaseSettings):
     # Auth: {"key": ["search", ...], "sha256:<hex of the key's SHA-256>": {"scopes": [...], "name": ...,
     # "rate_limits": {...}}}; empty = open (development). Hashed entries keep raw keys out of the configuration.
     api_keys: dict[str, Grant] = Field(default_factory=dict)
+    # Who sees the service's own pages: /metrics (open, admin: an admin key, or off: 404), the OpenAPI docs
+    # (/docs, /redoc, /openapi.json) and the console (/ui): open or off.
+    metrics_access: Literal["open", "admin", "off"] = "open"
+    docs_access: Literal["open", "off"] = "open"
+    console_access: Literal["open", "off"] = "open"
 
     # --- Under pressure: rate limits, shutdown, logs ---
     # Token buckets per API key (per client address when open), by the scope a route needs; a scope not listed is

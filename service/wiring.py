@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from service.access.keys import RuntimeKeys
 from service.clients.breakers import Breakers
 from service.clients.embedder import Embedder, make_embedder
 from service.clients.remote_embedder import RemoteEmbedder
 from service.clients.thinker import ThinkerClient, ThinkerError
+from service.documents.aliases import Aliases
 from service.documents.catalog import Catalog
 from service.documents.chunking import Chunker, make_chunker
 from service.documents.policies import Policies
@@ -25,15 +28,21 @@ from service.ingest.redis_queue import RedisBroker
 from service.ingest.worker import IngestWorker
 from service.model.profiles import ThinkProfile, make_profile
 from service.redis.cache import ThoughtCache, make_thought_cache
+from service.redis.keys import KeyTable
 from service.redis.leases import Leases, make_leases
 from service.redis.pool import RedisPools
 from service.redis.ratelimit import RateLimiter
 from service.search.coalescing import AcrossReplicas
 from service.search.pipeline import SearchPipeline
+from service.search.tune_jobs import TuneJobs
+from service.search.tuning import Tuner
 from service.search.warming import Warming
 from service.settings import Settings
+from service.snapshots.library import SnapshotLibrary
+from service.snapshots.restore_jobs import RestoreJobs
 from service.store.base import Store
-from service.store.factory import open_store
+from service.store.factory import open_aliases, open_store
+from service.store.snapshot_backends import snapshot_backend
 
 
 @dataclass
@@ -50,6 +59,11 @@ class Services:
     breakers: Breakers
     ingestion: Ingestion | None = None
     warming: Warming | None = None
+    tuning: TuneJobs | None = None
+    aliases: Aliases | None = None
+    runtime_keys: RuntimeKeys | None = None
+    snapshots: SnapshotLibrary | None = None
+    restores: RestoreJobs | None = None
     redis: RedisPools | None = None  # the Redis connections of the clients above; closed after them
 
     def probes(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
@@ -93,9 +107,12 @@ class Services:
         if self.ingestion is not None:
             with contextlib.suppress(Exception):
                 await self.ingestion.aclose()
-        if self.warming is not None:
-            await self.warming.aclose()
+        for jobs in (self.warming, self.tuning, self.restores):
+            if jobs is not None:
+                await jobs.aclose()
         await self.pipeline.aclose()
+        if self.runtime_keys is not None:
+            await self.runtime_keys.aclose()
         for client in (self.thinker, self.cache, self.limiter, self.leases, self.embedder, self.store, self.redis):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -125,6 +142,9 @@ async def open_embedder(settings: Settings, breakers: Breakers | None = None) ->
         batch_size=settings.embedder_batch_size,
         breakers=breakers,
         threads=settings.embedder_threads,
+        backend=settings.embedder_backend,
+        query_threads=settings.embedder_query_threads,
+        onnx_dir=settings.embedder_onnx_dir,
     )
 
 
@@ -159,21 +179,53 @@ async def open_services(settings: Settings) -> Services:
     worker = make_worker(settings, broker, store, embedder, profile, chunker) if settings.ingest_worker else None
     policies = Policies(settings, store)
     pipeline = SearchPipeline(settings, policies, thinker, cache, embedder, store, replicas)
+    aliases = Aliases(open_aliases(store), store)
+    catalog = Catalog(store, embedder, profile, chunker, policies, aliases)
+    snapshots = open_snapshots(settings, store, embedder.dimension)
     return Services(
         settings=settings,
         store=store,
         embedder=embedder,
         cache=cache,
         thinker=thinker,
-        catalog=Catalog(store, embedder, profile, chunker, policies),
+        catalog=catalog,
+        aliases=aliases,
         pipeline=pipeline,
         leases=leases,
         limiter=RateLimiter(shared),
         breakers=breakers,
         ingestion=Ingestion(settings, broker, store, worker),
         warming=Warming(pipeline, broker, settings.warm_concurrency),
+        tuning=TuneJobs(Tuner(pipeline, catalog), broker),
+        runtime_keys=open_runtime_keys(settings, redis),
+        snapshots=snapshots,
+        restores=RestoreJobs(snapshots, broker),
         redis=redis,
     )
+
+
+def open_snapshots(
+    settings: Settings, store: Store, dimension: Callable[[], Awaitable[int]] | None
+) -> SnapshotLibrary:
+    """The snapshot folder: SNAPSHOT_PATH, or `snapshots` beside the embedded store's folder."""
+    root = settings.snapshot_path
+    if root is None:
+        parent = Path("./data") if settings.qdrant_path == ":memory:" else Path(settings.qdrant_path).parent
+        root = str(parent / "snapshots")
+    backend = snapshot_backend(store, url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+    library = SnapshotLibrary(root, backend, dimension=dimension)
+    library.forget_work()  # what a crash left of snapshots being made or uploads being received, a day on
+    return library
+
+
+def open_runtime_keys(settings: Settings, redis: RedisPools | None) -> RuntimeKeys:
+    """Keys created at run time live in Redis, beside API_KEYS: an open service (no API_KEYS) has none, since there
+    every caller is an admin already and the first key created would lock everyone else out."""
+    if not settings.api_keys:
+        return RuntimeKeys(None, "the service is open (no API_KEYS): configure an admin key in API_KEYS first")
+    if redis is None:
+        return RuntimeKeys(None, "keys are managed at run time only with Redis (REDIS_URL)")
+    return RuntimeKeys(KeyTable(redis.client()))
 
 
 def open_redis(settings: Settings) -> RedisPools | None:

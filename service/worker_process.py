@@ -11,6 +11,7 @@ from prometheus_client import start_http_server
 
 from service.ingest.ingestion import publish_stats
 from service.model.profiles import make_profile
+from service.observability import tracing
 from service.settings import Settings
 from service.wiring import make_broker, make_worker, open_embedder, open_redis, open_vector_store
 
@@ -33,6 +34,7 @@ def refusal(settings: Settings) -> str | None:
 async def run_worker(settings: Settings, metrics_port: int | None = None) -> None:
     if metrics_port:
         start_http_server(metrics_port, addr=settings.host)
+    tracing.setup()  # a trace per batch, only if OTEL_EXPORTER_OTLP_ENDPOINT is set
     store = open_vector_store(settings)
     embedder = await open_embedder(settings)
     redis = open_redis(settings)
@@ -55,3 +57,4 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
+        tracing.shutdown()

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.onnxmodel import ensure_onnx_model
 from tests.support.realmodel import PREPARE_HINT, is_prepared, real_thinker_dir, real_vllm_server
 from tests.support.servers import RedisServer, VLLMServer
 from tests.support.tinymodel import build_tiny_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_model() -> Path:
+    """The default embedder's ONNX export of the packaged MiniLM, made once if missing (as `make onnx-model`)."""
+    return ensure_onnx_model()
 
 
 @pytest.fixture(scope="session")

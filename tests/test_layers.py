@@ -17,7 +17,7 @@ FLOORS = {
     # entry points: the app factory, the CLI, the wiring, the worker process, and the REST clients in tools/
     4: {"app", "cli", "wiring", "worker_process", "lifecycle", "tools", "__main__"},
     3: {"api"},
-    2: {"search", "ingest", "documents", "jobs"},
+    2: {"search", "ingest", "documents", "jobs", "access", "snapshots"},
     1: {"store", "clients", "redis"},
     0: {"model", "observability", "settings", "__init__"},
 }

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, Request
 
+from service.access.keys import RuntimeKeys
 from service.api.problems import Problem
+from service.api.protocol import is_collection_name
+from service.model.keys import KeyGrant, reaches
 from service.observability import metrics
 from service.observability.context import add_response_headers, annotate_request
 from service.redis.ratelimit import Bucket
@@ -31,17 +36,39 @@ class Principal:
     id: str
     scopes: frozenset[str]
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    collections: tuple[str, ...] | None = None  # None: every collection
+    expires_at: float | None = None
+    key_id: str | None = None  # a runtime key's id (its last use is recorded)
 
     def may(self, scope: Scope) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    def reaches(self, collection: str) -> bool:
+        return reaches(self.collections, collection)
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.collections is None
 
 
 def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def principal_of(grant: KeyGrant) -> Principal:
+    """A runtime key as a caller: named by its name and id (names need not be unique)."""
+    return Principal(
+        id=f"{grant.name}#{grant.id}",
+        scopes=frozenset(grant.scopes),
+        rate_limits={k: RateLimit(**v) for k, v in grant.rate_limits.items()},
+        collections=grant.collections,
+        expires_at=grant.expires_at,
+        key_id=grant.id,
+    )
+
+
 class KeyRing:
-    """The configured keys, by digest. Built once per app from the settings."""
+    """The configured keys (API_KEYS), by digest, built once per app from the settings; runtime keys beside them."""
 
     def __init__(self, api_keys: Mapping[str, list[Scope] | KeySpec]) -> None:
         self._entries: list[tuple[bytes, Principal]] = []
@@ -61,22 +88,36 @@ class KeyRing:
                 id=spec.name or f"key:{digest.hex()[:12]}",
                 scopes=frozenset(spec.scopes),
                 rate_limits=dict(spec.rate_limits),
+                collections=None if spec.collections is None else tuple(spec.collections),
+                expires_at=None if spec.expires_at is None else spec.expires_at.timestamp(),
             )
             self._entries.append((digest, principal))
 
     @property
     def open(self) -> bool:
+        """No API_KEYS: every caller may do everything (development). Runtime keys need a bootstrap admin key."""
         return not self._entries
 
-    def authenticate(self, token: str | None) -> Principal | None:
+    def authenticate(self, token: str | None, runtime: RuntimeKeys | None = None) -> tuple[Principal | None, str]:
+        """The caller, or None and why: `missing`, `invalid` (unknown key) or `expired`."""
         if token is None:
-            return None
+            return None, "missing"
         digest = key_digest(token)
         found = None
         for known, principal in self._entries:  # every entry is compared: the time taken says nothing
             if hmac.compare_digest(known, digest):
                 found = principal
-        return found
+        if found is None and runtime is not None:
+            # A dict lookup by the digest: its timing depends on the digest of what the caller sent, not on a secret.
+            grant = runtime.find(digest.hex())
+            found = principal_of(grant) if grant is not None else None
+        if found is None:
+            return None, "invalid"
+        if found.expires_at is not None and time.time() >= found.expires_at:
+            return None, "expired"
+        if found.key_id is not None and runtime is not None:
+            runtime.used(found.key_id)
+        return found, "ok"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -85,25 +126,60 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def caller(request: Request) -> Principal | None:
-    """The authenticated caller; with no keys configured, the client address with every scope."""
+def _runtime(request: Request) -> RuntimeKeys | None:
+    services = getattr(request.app.state, "services", None)
+    return getattr(services, "runtime_keys", None)
+
+
+def authenticate(request: Request) -> tuple[Principal | None, str]:
+    """The caller and `ok`, or None and why not; with no keys configured, the client address with every scope."""
     keys: KeyRing = request.app.state.keys
     if keys.open:
         address = request.client.host if request.client else "unknown"
-        return Principal(id=f"addr:{address}", scopes=ALL_SCOPES)
-    return keys.authenticate(bearer_token(request))
+        return Principal(id=f"addr:{address}", scopes=ALL_SCOPES), "ok"
+    return keys.authenticate(bearer_token(request), _runtime(request))
+
+
+def caller(request: Request) -> Principal | None:
+    return authenticate(request)[0]
+
+
+async def _resolve(request: Request, name: str) -> str:
+    aliases = getattr(getattr(request.app.state, "services", None), "aliases", None)
+    if aliases is None or not is_collection_name(name):
+        return name
+    return await aliases.resolve(name)
+
+
+def refuse(status: int, reason: str, detail: str, principal: Principal | None = None, **extra: Any) -> Problem:
+    """A refused request: counted by reason, and an audit line at its end (service/api/middleware.py)."""
+    metrics.REFUSED.labels(reason).inc()
+    annotate_request(audit="refused", refusal=reason, **({"key_id": principal.id} if principal else {}))
+    return Problem(status, detail, **extra)
 
 
 def require(scope: Scope):
-    """Dependency: the caller's key must carry `scope` (or `admin`, which implies every scope), within its rate."""
+    """Dependency: the caller's key must carry `scope` (or `admin`, which implies every scope), reach the collection
+    the path names (if any), and be within its rate."""
 
     async def check(request: Request) -> None:
-        principal = caller(request)
+        principal, why = authenticate(request)
         if principal is None:
-            raise Problem(401, "Missing or invalid API key.", headers={"WWW-Authenticate": "Bearer"})
+            detail = "The API key has expired." if why == "expired" else "Missing or invalid API key."
+            raise refuse(401, why, detail, headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = principal
         annotate_request(key_id=principal.id)
         if not principal.may(scope):
-            raise Problem(403, f"This key lacks the '{scope}' scope.")
+            raise refuse(403, "scope", f"This key lacks the '{scope}' scope.", principal)
+        name = request.path_params.get("name")
+        if name is not None:
+            # Aliases resolve first: a key's grant is on collections, and the route works on the real one.
+            name = request.state.collection = await _resolve(request, name)
+            # Before anything looks the collection up: the answer is the same whether or not it exists.
+            if not principal.reaches(name):
+                raise refuse(403, "collection", "This key may not reach this collection.", principal)
+        if scope == "admin":
+            annotate_request(audit="admin")
         await _within_rate(request, principal, scope)
 
     check.required_scope = scope  # type: ignore[attr-defined]  # read by the auth-matrix test
@@ -126,9 +202,11 @@ async def _within_rate(request: Request, principal: Principal, scope: Scope) -> 
     if not decision.allowed:
         metrics.RATE_LIMITED.labels(scope).inc()
         retry = max(1, decision.retry_after_s)
-        raise Problem(
+        raise refuse(
             429,
+            "rate_limited",
             f"Rate limit of the '{scope}' scope exceeded ({limit.rate:g}/s, burst {limit.burst}); retry in {retry} s.",
+            principal,
             headers={**headers, "Retry-After": str(retry)},
         )
     add_response_headers(headers)

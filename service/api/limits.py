@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.api.problems import field_error
-from service.api.protocol import BatchSearchRequest, SearchRequest, UpsertRequest, WarmRequest
+from service.api.protocol import BatchSearchRequest, SearchRequest, TuneRequest, UpsertRequest, WarmRequest
 from service.model.documents import document_violation
 from service.settings import Settings
 
@@ -22,6 +22,33 @@ def check_search(request: SearchRequest, settings: Settings, prefix: str = "") -
         raise field_error(f"{prefix}query", f"longer than {settings.max_query_chars} characters")
     if request.top_k > settings.max_top_k:
         raise field_error(f"{prefix}top_k", f"must be between 1 and {settings.max_top_k}")
+
+
+# A tuning job's judged set: SciFact's train split is 809 queries; ids as long as a document id may be.
+MAX_TUNE_QUERIES = 10_000
+MAX_TUNE_JUDGEMENTS = 200_000
+MAX_ID_CHARS = 512
+
+
+def check_tune(request: TuneRequest, settings: Settings) -> dict[str, str]:
+    """The judged queries (those with both a text and judgements), or a 422 naming the field."""
+    if len(request.queries) > MAX_TUNE_QUERIES:
+        raise field_error("queries", f"at most {MAX_TUNE_QUERIES} queries")
+    for qid, text in request.queries.items():
+        if len(qid) > MAX_ID_CHARS:
+            raise field_error("queries", f"a query id is longer than {MAX_ID_CHARS} characters")
+        if len(text) > settings.max_query_chars:
+            raise field_error(f"queries.{qid[:80]}", f"longer than {settings.max_query_chars} characters")
+    if sum(len(docs) for docs in request.qrels.values()) > MAX_TUNE_JUDGEMENTS:
+        raise field_error("qrels", f"at most {MAX_TUNE_JUDGEMENTS} judgements")
+    if any(len(doc) > MAX_ID_CHARS for docs in request.qrels.values() for doc in docs):
+        raise field_error("qrels", f"a document id is longer than {MAX_ID_CHARS} characters")
+    judged = sorted(q for q in request.queries if request.qrels.get(q))
+    if request.max_queries:
+        judged = judged[: request.max_queries]
+    if not judged:
+        raise field_error("qrels", "no query has both a text in `queries` and judgements in `qrels`")
+    return {q: request.queries[q] for q in judged}
 
 
 def check_batch(request: BatchSearchRequest, settings: Settings) -> None:

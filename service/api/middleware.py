@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.observability import metrics
 from service.observability.context import REQUEST_FIELDS, REQUEST_ID
 from service.observability.logs import escape_controls
+from service.observability.tracing import server_span
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -27,7 +28,11 @@ if TYPE_CHECKING:
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # fullmatch: `$` would let a final "\n" through
 
 log = logging.getLogger("thinksearch.access")
+audit_log = logging.getLogger("thinksearch.audit")
 conn_log = logging.getLogger("thinksearch.http")
+
+# What a request's access fields add to its trace span (never the query text: LOG_QUERIES is for logs alone).
+_SPAN_FIELDS = ("mode", "thought_cache", "degraded_reason", "stream", "key_id")
 
 # Refused before a route saw the request (and 408s of slow bodies), by reason: header_timeout, header_too_large,
 # too_many_headers, overloaded, body_timeout.
@@ -60,6 +65,8 @@ class RequestContextMiddleware:
         fields_token = REQUEST_FIELDS.set(fields)
         started = time.perf_counter()
         status_sent: int | None = None
+        # The request's trace span (None while traces are off), a child of the client's traceparent if it sent one.
+        traced = server_span(scope["method"], scope["path"], scope.get("headers", ()))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status_sent
@@ -108,18 +115,47 @@ class RequestContextMiddleware:
             status = status_sent or 500
             metrics.REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(elapsed)
             access = {"method": scope["method"], "route": template, "status": status, "latency_ms": elapsed * 1000}
+            if traced is not None:
+                access["trace_id"] = traced.trace_id
             # Escaped: a path is decoded ("%0A" is a newline), and a line of the client's making must not pass for
             # another record. (JSON logs escape by themselves.)
             log.info(
-                "%s %s %s %.1fms",
+                "%s %s %s %.1fms" + (" trace_id=%s" if traced is not None else ""),
                 escape_controls(scope["method"]),
                 escape_controls(scope["path"]),
                 status,
                 elapsed * 1000,
+                *((traced.trace_id,) if traced is not None else ()),
                 extra={"fields": {**access, **{k: v for k, v in fields.items() if k != "_headers"}}},
             )
+            if traced is not None:
+                spanned = {f"thinksearch.{k}": fields.get(k) for k in _SPAN_FIELDS}
+                traced.end(template, status, {"thinksearch.request_id": request_id, **spanned})
+            if "audit" in fields:
+                _audit(scope, template, status, fields)
             REQUEST_FIELDS.reset(fields_token)
             REQUEST_ID.reset(token)
+
+
+def _audit(scope: Scope, route: str, status: int, fields: dict) -> None:
+    """One line per admin action and per refused request: who (key name or digest prefix, never the key), what
+    (method, route, collection), the outcome, the request id (on every record)."""
+    event = fields["audit"] if status < 400 or fields["audit"] == "refused" else "admin_failed"
+    record = {
+        "event": event,
+        "key": fields.get("key_id", "-"),
+        "method": scope["method"],
+        "route": route,
+        "collection": (scope.get("path_params") or {}).get("name"),
+        "status": status,
+        "reason": fields.get("refusal"),
+    }
+    # The text formatter escapes the message; JSON logs escape by themselves.
+    audit_log.info(
+        "audit %s key=%s %s %s collection=%s status=%s reason=%s",
+        *(record[k] for k in ("event", "key", "method", "route", "collection", "status", "reason")),
+        extra={"fields": record},
+    )
 
 
 def _body_timeout_s(scope: Scope) -> float | None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from service.api.protocol_snapshots import RestoreProgress
 from service.jobs.model import JobStatus
 from service.model.documents import MAX_FILTER_KEYS, DocumentIn, NonBlank, Strict, entry_problem
 
@@ -157,6 +158,26 @@ class DocumentOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class DocumentPageOut(BaseModel):
+    """A page of `GET /v1/collections/{name}/documents`: pass `next_cursor` back for the next (null: the last)."""
+
+    documents: list[DocumentOut]
+    next_cursor: str | None
+
+
+class DeleteWhereRequest(Strict):
+    """`POST /v1/collections/{name}/documents/delete`: exactly one of a non-empty `filter` or `ids`."""
+
+    filter: Filter | None = None
+    ids: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(
+        default=None, min_length=1, max_length=1000
+    )
+
+
+class DeleteWhereResponse(BaseModel):
+    deleted: int
+
+
 # --- search ---
 
 
@@ -234,6 +255,69 @@ class WarmProgress(BaseModel):
     queries_per_second: float | None
 
 
+class TuneGeneration(Strict):
+    """One generation config of a tuning grid: the think policy fields it tries (the rest: the collection's)."""
+
+    label: str | None = Field(default=None, min_length=1, max_length=200)
+    profile: Literal["hyde", "query2doc", "o1"] | None = None
+    prompt: Annotated[str, Field(min_length=9, max_length=4000), AfterValidator(_has_query_slot)] | None = None
+    n: int | None = Field(default=None, ge=1, le=32)
+    max_tokens: int | None = Field(default=None, ge=1, le=2048)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    sparse_query_repeats: int | None = Field(default=None, ge=1, le=20)
+
+
+class TuneGrid(Strict):
+    generation: list[TuneGeneration] = Field(min_length=1, max_length=16)
+    fusion: list[FusionIn] = Field(min_length=1, max_length=16)
+
+
+class TuneRequest(Strict):
+    """A judged sample of the collection: which think policy pays on it (docs/api.md)."""
+
+    queries: dict[str, NonBlank] = Field(min_length=1)  # query id -> text
+    qrels: dict[str, dict[str, Annotated[int, Field(ge=0, le=1000)]]] = Field(min_length=1)  # id -> {doc: grade}
+    grid: TuneGrid | None = None  # unset: the default grid
+    max_queries: int | None = Field(default=None, ge=1)  # the first N judged queries in sorted id order
+    dry_run: bool = False  # measure only: the policy stays as it is
+    min_gain: float = Field(default=0.0, ge=0.0, le=1.0)  # nDCG@10 thinking must add over direct to be on
+    concurrency: int = Field(default=4, ge=1, le=32)
+    deadline_ms: int = Field(default=600_000, ge=1, le=600_000)  # each think search's
+
+
+class TuneRowOut(BaseModel):
+    label: str
+    generation: str | None  # null: direct mode
+    fusion: str | None
+    queries: int
+    metrics: dict[str, float]  # ndcg@10, recall@100, mrr@10
+    latency: dict[str, float]  # p50_ms, p95_ms, p99_ms
+    served: dict[str, int]
+    cold_p50_ms: float | None
+    tokens_per_query: float | None
+    policy: dict[str, Any]
+    winner: bool
+    vs_direct: tuple[int, int] | None  # queries this row raises / lowers against direct
+
+
+class TuneResultOut(BaseModel):
+    rows: list[TuneRowOut]
+    best: str
+    thinking: bool
+    written: dict[str, Any] | None
+    original: dict[str, Any]
+    policy: dict[str, Any]
+
+
+class TuneProgress(BaseModel):
+    """A tune job's progress (`kind: "tune"` jobs only), and its table once it succeeded."""
+
+    searches: int
+    done: int
+    stage: str
+    result: TuneResultOut | None = None
+
+
 # --- health ---
 
 
@@ -254,7 +338,6 @@ class Readiness(BaseModel):
 
 
 # --- bulk ingestion and jobs (issue 5) ---
-
 
 
 class BulkAccepted(BaseModel):
@@ -283,8 +366,10 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     documents_per_second: float | None
-    kind: Literal["ingest", "warm"] = "ingest"
+    kind: Literal["ingest", "warm", "tune", "restore"] = "ingest"
     warm: WarmProgress | None = None  # a warm job's progress
+    tune: TuneProgress | None = None  # a tune job's progress and result
+    restore: RestoreProgress | None = None  # a restore job's progress (protocol_snapshots.py)
 
 
 class JobList(BaseModel):

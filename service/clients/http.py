@@ -16,6 +16,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from service.clients.breakers import Breakers, CircuitOpen
+from service.observability import tracing
 
 CONNECT_TIMEOUT_S = 5.0
 # What a second attempt can fix: a refused or dropped connection. A slow server (a timeout) is not asked twice.
@@ -141,8 +142,11 @@ class OpenAICompatibleClient:
         )
         try:
             async for attempt in retrying:
-                with attempt:
-                    return await self._http.request(method, path, **kwargs)
+                with attempt, tracing.outgoing(method, self._http.base_url, path) as (span, headers):
+                    # headers: the W3C traceparent naming this request's span (empty while traces are off)
+                    response = await self._http.request(method, path, headers=headers or None, **kwargs)
+                    span.set_attribute("http.response.status_code", response.status_code)
+                    return response
         except httpx.HTTPError as exc:
             raise self._failure(exc) from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -151,7 +155,12 @@ class OpenAICompatibleClient:
         """The JSON objects of a server-sent event stream, until `[DONE]`. Consume it inside `_guarded()`; it is
         never retried (what arrived may already have been used)."""
         try:
-            async with self._http.stream("POST", path, json=body) as response:
+            async with contextlib.AsyncExitStack() as stack:
+                span, headers = stack.enter_context(tracing.outgoing("POST", self._http.base_url, path))
+                response = await stack.enter_async_context(
+                    self._http.stream("POST", path, json=body, headers=headers or None)
+                )
+                span.set_attribute("http.response.status_code", response.status_code)
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode(errors="replace")[:300]
                     raise Failure("http", detail, response.status_code)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from service.clients.http import Failure, OpenAICompatibleClient
 from service.model.thoughts import Generation, ThoughtRequest
+from service.observability import tracing
 
 
 class ThinkerError(Exception):
@@ -45,6 +46,41 @@ class ThinkerClient(OpenAICompatibleClient):
         return body
 
     async def generate(self, request: ThoughtRequest) -> Generation:
+        with self._span(request, stream=False) as span:
+            generation = await self._generate(request)
+            self._generated(span, generation)
+            return generation
+
+    async def stream(self, request: ThoughtRequest, on_thought: Callable[[int, str], None]) -> Generation:
+        """The same generation streamed (`stream: true`, choices interleaved by index): `on_thought(index, text)`
+        is called as each choice finishes, so its text can be used before the slowest choice ends."""
+        with self._span(request, stream=True) as span:
+            generation = await self._stream(request, on_thought)
+            self._generated(span, generation)
+            return generation
+
+    def _span(self, request: ThoughtRequest, *, stream: bool):
+        """The worker call's trace span (OpenTelemetry's gen_ai attribute names); a no-op while traces are off."""
+        s = request.sampling
+        return tracing.span(
+            "think.generate",
+            {
+                "gen_ai.operation.name": "chat" if request.api == "chat" else "text_completion",
+                "gen_ai.request.model": self.known_model,
+                "gen_ai.request.choice.count": s.n,
+                "gen_ai.request.max_tokens": s.max_tokens,
+                "gen_ai.request.temperature": s.temperature,
+                "gen_ai.request.top_p": s.top_p,
+                "thinksearch.think.stream": stream,
+            },
+        )
+
+    def _generated(self, span, generation: Generation) -> None:
+        span.set_attribute("gen_ai.request.model", self.known_model or "")  # resolved by now
+        span.set_attribute("gen_ai.usage.output_tokens", generation.completion_tokens)
+        span.set_attribute("thinksearch.think.thoughts", len(generation.thoughts))
+
+    async def _generate(self, request: ThoughtRequest) -> Generation:
         body = await self._body(request)
         if request.api == "chat":
             data = await self._call("POST", "chat/completions", json=body)
@@ -58,11 +94,7 @@ class ThinkerClient(OpenAICompatibleClient):
         tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
         return Generation(thoughts=texts, completion_tokens=tokens)
 
-    async def stream(
-        self, request: ThoughtRequest, on_thought: Callable[[int, str], None]
-    ) -> Generation:
-        """The same generation streamed (`stream: true`, choices interleaved by index): `on_thought(index, text)`
-        is called as each choice finishes, so its text can be used before the slowest choice ends."""
+    async def _stream(self, request: ThoughtRequest, on_thought: Callable[[int, str], None]) -> Generation:
         body = {**await self._body(request), "stream": True, "stream_options": {"include_usage": True}}
         chat = request.api == "chat"
         parts: dict[int, list[str]] = {}

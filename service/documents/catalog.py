@@ -7,21 +7,29 @@ import contextlib
 from typing import Any
 
 from service.clients.embedder import Embedder
+from service.documents.aliases import Aliases
 from service.documents.chunking import Chunker
 from service.documents.policies import Policies
 from service.model.collections import ChunkingParams, CollectionInfo, HnswParams
-from service.model.documents import DocumentIn, StoredDocument
-from service.model.errors import PolicyRejected
+from service.model.documents import DocumentIn, FilterValue, StoredDocument
+from service.model.errors import AliasConflict, PolicyRejected
 from service.model.policy import ThinkPolicy
 from service.model.profiles import ThinkProfile
 from service.observability import metrics
-from service.store.base import Store
+from service.store.base import DocumentPage, Store
 
 
 class Catalog:
     def __init__(
-        self, store: Store, embedder: Embedder, profile: ThinkProfile, chunker: Chunker, policies: Policies
+        self,
+        store: Store,
+        embedder: Embedder,
+        profile: ThinkProfile,
+        chunker: Chunker,
+        policies: Policies,
+        aliases: Aliases | None = None,
     ) -> None:
+        self.aliases = aliases
         self.store = store
         self.embedder = embedder
         self.profile = profile
@@ -39,6 +47,8 @@ class Catalog:
     ) -> CollectionInfo:
         if policy is not None:
             self._check(policy, self.profile.name)
+        if self.aliases is not None and name in await self.aliases.table(fresh=True):
+            raise AliasConflict(f"'{name}' is an alias: a collection may not take its name")
         dimension = await self.embedder.dimension()
         await self.store.create(
             name,
@@ -74,6 +84,11 @@ class Catalog:
         await self.policies.set(name, policy)
         return info, self.policies.effective(policy)
 
+    async def check_policy(self, name: str, changes: dict[str, Any]) -> None:
+        """Raises PolicyRejected where `changes` could not be written to the collection's policy (nothing written)."""
+        info = await self.describe(name)
+        self._check(ThinkPolicy.from_meta(await self.store.policy(name)).updated(changes), info.profile)
+
     def _check(self, policy: ThinkPolicy, collection_profile: str) -> None:
         """A policy's profile must embed queries in the format the collection's documents were embedded in."""
         if policy.profile is None or not collection_profile:
@@ -86,8 +101,16 @@ class Catalog:
                 "this collection was embedded with: re-ingest into a new collection to change it"
             )
 
-    async def drop_collection(self, name: str) -> None:
+    async def drop_collection(self, name: str, *, force: bool = False) -> None:
+        """A collection that aliases point to is dropped only with `force` (its aliases go with it)."""
+        pointing = await self.aliases.pointing_to(name) if self.aliases is not None else []
+        if pointing and not force:
+            raise AliasConflict(
+                f"aliases {', '.join(pointing)} point to '{name}': move them first, or delete with ?force=true"
+            )
         await self.store.drop(name)
+        if pointing and self.aliases is not None:
+            await self.aliases.remove(pointing)
         with contextlib.suppress(KeyError):  # no series yet for a collection made by another replica
             metrics.COLLECTION_DOCUMENTS.remove(name)
 
@@ -114,6 +137,21 @@ class Catalog:
 
     async def delete(self, collection: str, document_id: str) -> bool:
         deleted = await self.store.delete(collection, document_id)
+        if deleted:
+            metrics.COLLECTION_DOCUMENTS.labels(collection).set(await self.store.count(collection))
+        return deleted
+
+    async def browse(
+        self, collection: str, limit: int, cursor: str | None = None, equal: dict[str, FilterValue] | None = None
+    ) -> DocumentPage:
+        """A page of whole documents in a stable order (each once, chunked or not); `cursor` from the last page."""
+        return await self.store.browse(collection, limit, cursor, equal)
+
+    async def delete_where(
+        self, collection: str, *, equal: dict[str, FilterValue] | None = None, ids: list[str] | None = None
+    ) -> int:
+        """Every document matching `equal` (non-empty), or with one of these ids, with all its chunks."""
+        deleted = await self.store.delete_where(collection, equal=equal, ids=ids)
         if deleted:
             metrics.COLLECTION_DOCUMENTS.labels(collection).set(await self.store.count(collection))
         return deleted

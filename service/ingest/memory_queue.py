@@ -9,6 +9,7 @@ import itertools
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 from service.ingest.queue import Entry, LineFailure, QueueStats
 from service.jobs.model import ACTIVE, TERMINAL, Job
@@ -82,7 +83,7 @@ class MemoryBroker:
             job.status, job.error = "failed", reason
             job.finished_at = job.updated_at = time.time()
 
-    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+    async def record(self, job_id: str, progress: dict[str, Any], status: str | None = None) -> Job:
         job = await self.get(job_id)
         now = time.time()
         job.progress, job.updated_at = dict(progress), now

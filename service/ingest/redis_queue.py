@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -176,7 +177,7 @@ class RedisBroker:
         if not found:
             raise JobNotFound(job_id)
 
-    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+    async def record(self, job_id: str, progress: dict[str, Any], status: str | None = None) -> Job:
         async with _unavailable_on_error():
             fields = {"progress": json.dumps(progress), "updated_at": time.time()}
             await self._redis.hset(_job_key(job_id), mapping=fields)

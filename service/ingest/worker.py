@@ -42,7 +42,7 @@ from service.model.errors import (
     VectorMismatch,
 )
 from service.model.profiles import ThinkProfile
-from service.observability import metrics
+from service.observability import metrics, tracing
 from service.store.base import Store
 
 log = logging.getLogger("thinksearch.ingest")
@@ -61,6 +61,7 @@ class _Embedded:
     vectors: dict[str, np.ndarray]
     truncated: dict[str, int]  # by job: documents embedded only up to the embedder's window
     refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, document id) -> why
+    trace: tracing.Batch = field(default_factory=tracing.Batch)  # the batch's trace (a stand-in while traces are off)
 
 
 class _Refused(Exception):
@@ -96,7 +97,7 @@ class IngestWorker:
         self._down: set[str] = set()  # stages between a failure and their restart
 
     def start(self) -> None:
-        to_embed: asyncio.Queue[list[Entry]] = asyncio.Queue(maxsize=self.embed_concurrency)
+        to_embed: asyncio.Queue[tuple[list[Entry], tracing.Batch]] = asyncio.Queue(maxsize=self.embed_concurrency)
         to_write: asyncio.Queue[_Embedded] = asyncio.Queue(maxsize=2)
         self._tasks = [self._supervised("read", lambda: self._read(to_embed))]
         self._tasks += [
@@ -157,8 +158,9 @@ class IngestWorker:
 
         return asyncio.create_task(run(), name=f"ingest-{name}")
 
-    async def _read(self, out: asyncio.Queue[list[Entry]]) -> None:
+    async def _read(self, out: asyncio.Queue[tuple[list[Entry], tracing.Batch]]) -> None:
         while not self._stopping.is_set():
+            started = tracing.now_ns()
             try:
                 entries = await self.broker.read(self.consumer, self.batch_size, block_s=1.0)
             except QueueUnavailable as exc:
@@ -166,7 +168,19 @@ class IngestWorker:
                 await asyncio.sleep(RETRY_S)
                 continue
             if entries:
-                await out.put(entries)
+                await out.put((entries, self._trace(entries, started)))
+
+    def _trace(self, entries: list[Entry], started_ns: int) -> tracing.Batch:
+        """A trace per batch (when traces are on): its read stage done, its embed and write stages to come."""
+        attributes = {
+            "thinksearch.ingest.consumer": self.consumer,
+            "thinksearch.ingest.entries": len(entries),
+            "thinksearch.ingest.collections": sorted({e.collection for e in entries}),
+            "thinksearch.ingest.jobs": sorted({e.job_id for e in entries}),
+        }
+        trace = tracing.batch("ingest.batch", attributes, start_ns=started_ns)
+        trace.record("read", started_ns, {"thinksearch.ingest.entries": len(entries)})
+        return trace
 
     async def _live(self, entries: list[Entry]) -> list[Entry]:
         """Drops (acknowledges unwritten) the entries of jobs that were cancelled or failed meanwhile."""
@@ -181,34 +195,47 @@ class IngestWorker:
             await self.broker.drop(dead)
         return [e for e in entries if e not in dead] if dead else entries
 
-    async def _embed(self, inbox: asyncio.Queue[list[Entry]], out: asyncio.Queue[_Embedded]) -> None:
+    async def _embed(
+        self, inbox: asyncio.Queue[tuple[list[Entry], tracing.Batch]], out: asyncio.Queue[_Embedded]
+    ) -> None:
         while True:
-            entries = await inbox.get()
-            entries = await self._retrying(self._live, entries)
-            entries, parsed = await self._parse(entries)
-            if not entries:
+            entries, trace = await inbox.get()
+            with trace.stage("embed") as span:
+                batch = await self._embed_batch(entries)
+                span.set_attribute("thinksearch.ingest.documents", sum(len(d) for d in batch.documents.values()))
+            if not batch.entries:
+                trace.end({"thinksearch.ingest.written": 0})  # nothing left to write
                 continue
-            latest: dict[str, dict[str, StoredDocument]] = defaultdict(dict)
-            for e in entries:
-                d = parsed[e.entry_id]
-                latest[e.collection][d.id] = d
-            started = time.perf_counter()
-            batch = _Embedded(entries, {entry_id: d.id for entry_id, d in parsed.items()}, {}, {}, {})
-            truncated_ids = set()
-            for collection, docs in latest.items():
-                chunking = await self._chunking(collection)
-                documents, vectors, truncated, refused = await self._prepare(collection, list(docs.values()), chunking)
-                batch.documents[collection], batch.vectors[collection] = documents, vectors
-                truncated_ids |= {(collection, i) for i in truncated}
-                batch.refused.update({(collection, i): why for i, why in refused.items()})
-                if chunking:
-                    metrics.DOCUMENT_CHUNKS.labels("bulk").inc(len(documents))
-            metrics.INGEST_STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
-            metrics.INGEST_BATCH_SIZE.observe(len(entries))
-            counted = Counter(e.job_id for e in entries if (e.collection, batch.ids[e.entry_id]) in truncated_ids)
-            batch.truncated = dict(counted)
-            metrics.DOCUMENTS_TRUNCATED.labels("bulk").inc(sum(counted.values()))
+            batch.trace = trace
             await out.put(batch)
+
+    async def _embed_batch(self, entries: list[Entry]) -> _Embedded:
+        """The batch's live, valid documents (or their chunks) with their vectors; no entries if none is left."""
+        entries = await self._retrying(self._live, entries)
+        entries, parsed = await self._parse(entries)
+        if not entries:
+            return _Embedded([], {}, {}, {}, {})
+        latest: dict[str, dict[str, StoredDocument]] = defaultdict(dict)
+        for e in entries:
+            d = parsed[e.entry_id]
+            latest[e.collection][d.id] = d
+        started = time.perf_counter()
+        batch = _Embedded(entries, {entry_id: d.id for entry_id, d in parsed.items()}, {}, {}, {})
+        truncated_ids = set()
+        for collection, docs in latest.items():
+            chunking = await self._chunking(collection)
+            documents, vectors, truncated, refused = await self._prepare(collection, list(docs.values()), chunking)
+            batch.documents[collection], batch.vectors[collection] = documents, vectors
+            truncated_ids |= {(collection, i) for i in truncated}
+            batch.refused.update({(collection, i): why for i, why in refused.items()})
+            if chunking:
+                metrics.DOCUMENT_CHUNKS.labels("bulk").inc(len(documents))
+        metrics.INGEST_STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
+        metrics.INGEST_BATCH_SIZE.observe(len(entries))
+        counted = Counter(e.job_id for e in entries if (e.collection, batch.ids[e.entry_id]) in truncated_ids)
+        batch.truncated = dict(counted)
+        metrics.DOCUMENTS_TRUNCATED.labels("bulk").inc(sum(counted.values()))
+        return batch
 
     async def _parse(self, entries: list[Entry]) -> tuple[list[Entry], dict[str, StoredDocument]]:
         """The entries whose line is a valid document; the others are written off as failed lines (a line queued by
@@ -279,35 +306,43 @@ class IngestWorker:
     async def _write(self, inbox: asyncio.Queue[_Embedded]) -> None:
         while True:
             batch = await inbox.get()
-            entries = await self._retrying(self._live, batch.entries)  # a cancel during embedding: write nothing
-            live = {e.entry_id for e in entries}
-            refused = dict(batch.refused)
-            started = time.perf_counter()
-            for collection, docs in batch.documents.items():
-                if not any(e.collection == collection for e in entries):
-                    continue
-                try:
-                    refused.update(await self._write_collection(collection, docs, batch.vectors[collection]))
-                except (CollectionNotFound, VectorMismatch) as exc:
-                    # Nothing a retry can fix: the job fails, its remaining entries are dropped.
-                    reason = "collection was deleted" if isinstance(exc, CollectionNotFound) else str(exc)
-                    failed = [e for e in entries if e.collection == collection]
-                    for job_id in {e.job_id for e in failed}:
-                        await self._retrying(self.broker.fail, job_id, f"write failed: {reason}")
-                    await self._retrying(self.broker.drop, failed)
-                    live -= {e.entry_id for e in failed}
-            metrics.INGEST_STAGE_SECONDS.labels("write").observe(time.perf_counter() - started)
-            failures = [
-                LineFailure(e, batch.ids[e.entry_id], refused[(e.collection, batch.ids[e.entry_id])])
-                for e in entries
-                if e.entry_id in live and (e.collection, batch.ids[e.entry_id]) in refused
-            ]
-            if failures:
-                await self._fail_lines(failures)
-            failed_ids = {f.entry.entry_id for f in failures}
-            written = [e for e in entries if e.entry_id in live and e.entry_id not in failed_ids]
-            await self._retrying(self.broker.complete, written, batch.truncated)
-            metrics.INGEST_DOCUMENTS.labels("ingested").inc(len(written))
+            with batch.trace.stage("write") as span:
+                written, failed = await self._write_batch(batch)
+                span.set_attributes({"thinksearch.ingest.written": written, "thinksearch.ingest.failed": failed})
+            batch.trace.end({"thinksearch.ingest.written": written, "thinksearch.ingest.failed": failed})
+
+    async def _write_batch(self, batch: _Embedded) -> tuple[int, int]:
+        """Writes a batch, writes off what the store refused, acknowledges; (entries written, lines failed)."""
+        entries = await self._retrying(self._live, batch.entries)  # a cancel during embedding: write nothing
+        live = {e.entry_id for e in entries}
+        refused = dict(batch.refused)
+        started = time.perf_counter()
+        for collection, docs in batch.documents.items():
+            if not any(e.collection == collection for e in entries):
+                continue
+            try:
+                refused.update(await self._write_collection(collection, docs, batch.vectors[collection]))
+            except (CollectionNotFound, VectorMismatch) as exc:
+                # Nothing a retry can fix: the job fails, its remaining entries are dropped.
+                reason = "collection was deleted" if isinstance(exc, CollectionNotFound) else str(exc)
+                failed = [e for e in entries if e.collection == collection]
+                for job_id in {e.job_id for e in failed}:
+                    await self._retrying(self.broker.fail, job_id, f"write failed: {reason}")
+                await self._retrying(self.broker.drop, failed)
+                live -= {e.entry_id for e in failed}
+        metrics.INGEST_STAGE_SECONDS.labels("write").observe(time.perf_counter() - started)
+        failures = [
+            LineFailure(e, batch.ids[e.entry_id], refused[(e.collection, batch.ids[e.entry_id])])
+            for e in entries
+            if e.entry_id in live and (e.collection, batch.ids[e.entry_id]) in refused
+        ]
+        if failures:
+            await self._fail_lines(failures)
+        failed_ids = {f.entry.entry_id for f in failures}
+        written = [e for e in entries if e.entry_id in live and e.entry_id not in failed_ids]
+        await self._retrying(self.broker.complete, written, batch.truncated)
+        metrics.INGEST_DOCUMENTS.labels("ingested").inc(len(written))
+        return len(written), len(failures)
 
     async def _write_collection(self, collection: str, docs: list[StoredDocument], vectors: np.ndarray) -> dict:
         """Writes one collection's part of a batch; returns {(collection, id): why} for documents the store refused.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -32,8 +32,8 @@ class Job:
     updated_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    kind: str = "ingest"  # or "warm": a query log warmed by service/search/warming.py (no queue entries)
-    progress: dict[str, int] = field(default_factory=dict)  # a warm job's counts (queries done, skipped, ...)
+    kind: str = "ingest"  # or "warm" (search/warming.py), "tune" (search/tune_jobs.py): no queue entries
+    progress: dict[str, Any] = field(default_factory=dict)  # a warm or tune job's counts (and a tune job's table)
 
     @property
     def done(self) -> bool:

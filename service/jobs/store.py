@@ -3,7 +3,7 @@ queue beside it: service/ingest/queue.py); warming keeps its jobs in it too."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.jobs.model import Job
 
@@ -12,7 +12,7 @@ class JobStore(Protocol):
     async def create_job(self, collection: str, kind: str = "ingest") -> Job:
         """A new job; an ingest job is refused (QueueFull) while the queue is full, a warm job never is."""
 
-    async def record(self, job_id: str, progress: dict[str, int], status: str | None = None) -> Job:
+    async def record(self, job_id: str, progress: dict[str, Any], status: str | None = None) -> Job:
         """A job's counts, and its status moved (only from queued or running: a cancel stands)."""
 
     async def fail(self, job_id: str, reason: str) -> None: ...

@@ -80,3 +80,17 @@ class UploadTooLarge(Exception):
         self.job_id = job_id
         self.limit = limit
         self.line = line
+
+
+class KeysUnavailable(Exception):
+    """Keys cannot be managed at run time here (no Redis, or an open service): 409 with why."""
+
+
+class KeyStoreUnavailable(DependencyUnavailable):
+    """Redis failed while keys were created, listed or revoked: 503, retry."""
+
+    dependency = "the key table"
+
+
+class AliasConflict(Exception):
+    """An alias that would shadow a collection, point to an alias, or a collection dropped under its aliases: 409."""

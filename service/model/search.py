@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from service.model.documents import FilterValue, Hit
 from service.model.policy import FusionChoice
@@ -26,6 +26,9 @@ class SearchSpec:
     hnsw_ef: int | None = None
     retrieval: Retrieval | None = None  # None: hybrid where the collection has a sparse side, else dense
     fusion: FusionChoice | None = None  # None: the collection's think policy
+    # Think policy fields this search sets for itself (a tuning job trying a generation config without writing it
+    # to the collection); not in the REST API. `fusion` applies after these.
+    policy: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

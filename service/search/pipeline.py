@@ -28,7 +28,7 @@ from service.redis.cache import CachedQuery, ThoughtCache
 from service.search.coalescing import AcrossReplicas, InFlight
 from service.search.plan import Plan, Planner
 from service.search.retrieve import Ask, Direct, Found, Retriever
-from service.search.thinking import Thinking, Thought
+from service.search.thinking import Round, Thinking, Thought
 from service.search.timing import StageTimer
 from service.search.vectors import QueryVectors, Vectors
 from service.settings import Settings
@@ -178,9 +178,11 @@ class SearchPipeline:
         """Thinking for the cold plans, then every plan's vector; the keys this search owns are published."""
         stage = timer.stage if timer is not None else lambda _: contextlib.nullcontext()
         cold = [i for i, p in enumerate(plans) if p.cold]
-        think_round = self.thinking.start([plans[i] for i in cold])
+        think_round: Round | None = None
         try:
             with stage("think"):
+                # Started inside the stage: the worker call's trace span is a child of this stage's.
+                think_round = self.thinking.start([plans[i] for i in cold])
                 ahead, thoughts = await asyncio.gather(
                     self.vectors.ahead(think_round.thought_free_texts()), think_round.wait()
                 )
@@ -188,7 +190,8 @@ class SearchPipeline:
                 ready = await self._embed(plans, dict(zip(cold, thoughts, strict=True)), ahead)
                 await think_round.publish(_published(ready))
         except BaseException:
-            think_round.abandon()
+            if think_round is not None:
+                think_round.abandon()
             raise
         return ready
 

@@ -84,6 +84,8 @@ class Planner:
     def _mode(self, spec: SearchSpec, policy: ThinkPolicy, deadline_s: float | None) -> tuple[Plan, bool]:
         """The query's direct plan, and whether it is to think (asked for, or its collection's default, or the
         service's, with a worker)."""
+        if spec.policy:
+            policy = policy.updated(dict(spec.policy))
         fusion = spec.fusion
         if fusion is not None:  # the search's own fusion, for experiments: it may change the think vector
             policy = policy.updated(

@@ -41,6 +41,14 @@ class SearchQuery:
     fusion: Fusion = Fusion()
 
 
+@dataclass(frozen=True)
+class DocumentPage:
+    """One page of a browse: whole documents (each once, chunked or not) in point-id order, and where the next page
+    starts (a point id; None after the last page)."""
+
+    documents: list[StoredDocument]
+    next_cursor: str | None
+
 
 class Store(Protocol):
     """What the service needs of a vector store; VectorStore (qdrant-client) and EdgeStore (Qdrant Edge) give it."""
@@ -73,6 +81,14 @@ class Store(Protocol):
     async def write_batch(self, name: str, documents: list[StoredDocument], vectors: np.ndarray) -> None: ...
     async def get(self, name: str, document_id: str) -> StoredDocument | None: ...
     async def delete(self, name: str, document_id: str) -> bool: ...
+    async def browse(
+        self, name: str, limit: int, cursor: str | None = None, equal: dict[str, FilterValue] | None = None
+    ) -> DocumentPage:
+        """Documents matching `equal` from `cursor` on (a page's next_cursor), stable order, each document once."""
+    async def delete_where(
+        self, name: str, *, equal: dict[str, FilterValue] | None = None, ids: list[str] | None = None
+    ) -> int:
+        """Deletes the documents (all their chunks) matching `equal`, or with these ids; returns how many."""
     async def search(
         self,
         name: str,

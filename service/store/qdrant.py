@@ -27,7 +27,8 @@ from service.model.errors import (
     StoreUnavailable,
     VectorMismatch,
 )
-from service.store.base import SearchQuery
+from service.store import qdrant_pages
+from service.store.base import DocumentPage, SearchQuery
 from service.store.layout import (
     CHUNK_KEY,
     PARENT_KEY,
@@ -42,24 +43,8 @@ from service.store.layout import (
     point_id,
     with_parents,
 )
-
-
-def _condition(key: str, value: FilterValue) -> models.Condition:
-    field = f"metadata.{key}"
-    if isinstance(value, list):
-        if all(isinstance(v, str) for v in value) or all(type(v) is int for v in value):
-            return models.FieldCondition(key=field, match=models.MatchAny(any=value))  # type: ignore[arg-type]
-        return models.Filter(should=[_condition(key, v) for v in value])
-    if isinstance(value, float):
-        # Qdrant matches floats by range only.
-        return models.FieldCondition(key=field, range=models.Range(gte=value, lte=value))
-    return models.FieldCondition(key=field, match=models.MatchValue(value=value))
-
-
-def metadata_filter(equal: dict[str, FilterValue] | None) -> models.Filter | None:
-    if not equal:
-        return None
-    return models.Filter(must=[_condition(k, v) for k, v in equal.items()])
+from service.store.qdrant_aliases import QdrantAliases
+from service.store.qdrant_filters import metadata_filter
 
 
 def _points(
@@ -165,6 +150,9 @@ class VectorStore:
                 yield
         except CircuitOpen as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    def aliases(self) -> QdrantAliases:
+        return QdrantAliases(self._client, self._errors)
 
     @classmethod
     def connect(
@@ -330,6 +318,20 @@ class VectorStore:
                 if await self.chunking(name):  # every chunk of it
                     await self._client.delete(name, points_selector=_stale_chunks([document_id], ""), wait=True)
         return bool(found)
+
+    async def browse(
+        self, name: str, limit: int, cursor: str | None = None, equal: dict[str, FilterValue] | None = None
+    ) -> DocumentPage:
+        chunked = await self.chunking(name) is not None
+        async with self._errors(name):
+            return await qdrant_pages.page(self._client, name, limit, cursor, equal, chunked=chunked)
+
+    async def delete_where(
+        self, name: str, *, equal: dict[str, FilterValue] | None = None, ids: list[str] | None = None
+    ) -> int:
+        chunked = await self.chunking(name) is not None
+        async with self._errors(name):
+            return await qdrant_pages.delete_where(self._client, name, equal, ids, chunked=chunked)
 
     async def search(
         self,

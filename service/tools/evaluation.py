@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 from tqdm import tqdm
 
+from service.search.scoring import latency_percentiles, score
 from service.tools.upload import ingest_file
 
 MODES = ("direct", "think")
@@ -45,30 +45,6 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         for row in csv.DictReader(f, delimiter="\t"):
             qrels[row["query-id"]][row["corpus-id"]] = int(row["score"])
     return dict(qrels)
-
-
-def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """nDCG@10, Recall@100 and MRR@10, averaged over the judged queries."""
-    import pytrec_eval  # the `tools` extra: only this client needs it
-
-    top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10]) for q, docs in run.items()}
-    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
-    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    # A judged query the run misses entirely scores 0, as in BEIR.
-    n = len(qrels)
-    return {
-        "ndcg@10": sum(full.get(q, {}).get("ndcg_cut_10", 0.0) for q in qrels) / n,
-        "recall@100": sum(full.get(q, {}).get("recall_100", 0.0) for q in qrels) / n,
-        "mrr@10": sum(mrr.get(q, {}).get("recip_rank", 0.0) for q in qrels) / n,
-    }
-
-
-def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
-    """p50/p95/p99 in milliseconds."""
-    if not seconds:
-        return {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0}
-    p50, p95, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 95, 99])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
 
 
 def search_body(query: str, mode: str, retrieval: str | None) -> dict:

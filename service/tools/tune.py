@@ -1,222 +1,89 @@
-"""`thinksearch tune`: which think policy pays on a judged sample of a collection, measured through the REST API.
+"""`thinksearch tune`: which think policy pays on a judged sample of a collection, as a job of the gateway.
 
-Direct mode and a grid of policies (generation configs × fusions) are scored on one split; the best is written to
-the collection, thinking off where nothing beats direct. Each generation config is PATCHed and its thoughts made
-once (the service caches them); every fusion then reuses them through the search's own `fusion` override.
+Reads a BEIR split, starts `POST /v1/collections/{name}/tune` with its queries and judgements, follows the job
+with a progress bar and prints the table (the work itself: service/search/tuning.py). Direct mode and a grid of
+policies (generation configs × fusions) are scored; the best is written to the collection, thinking off where
+nothing beats direct.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import os
-import re
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from service.search.tuning import TuneRow
 
-# Heavy imports (httpx, numpy, tqdm, pytrec_eval) stay in the functions: cli.py imports this module for every command.
+# Heavy imports (httpx, tqdm) stay in the functions: cli.py imports this module for every command.
 
-GENERATION_FIELDS = ("profile", "prompt", "n", "max_tokens", "temperature", "sparse_query_repeats")
-SCIFACT_PROMPT = "Please write a scientific paper passage to support/refute the claim.\nClaim: {query}\nPassage:"
-DEFAULT_GRID: dict[str, Any] = {
-    # {} is the collection's own generation config, as it stands when tuning starts.
-    "generation": [{"label": "current"}, {"label": "scifact-prompt", "prompt": SCIFACT_PROMPT}],
-    "fusion": [
-        {"method": "vector", "query_weight": None},
-        {"method": "vector", "query_weight": 0.5},
-        {"method": "vector", "query_weight": 0.7},
-        *({"method": "rank", "think_weight": w} for w in (0.1, 0.2, 0.3, 0.5)),
-    ],
-}
-# Replicas re-read a policy at most once a second (service/documents/policies.py): a search sent sooner after a
-# PATCH could still think with the old config behind a load balancer.
-POLICY_TTL_S = 1.1
-TOKENS = re.compile(r"^thinksearch_thought_tokens_total\s+(\S+)$", re.MULTILINE)
+POLL_S = 0.5
 
 
-@dataclass(frozen=True)
-class Generation:
-    label: str
-    fields: dict[str, Any]  # policy fields to set; the ones not named keep the collection's values
+def load_grid(path: str | None) -> dict[str, Any] | None:
+    """A grid file as the API takes it ({"generation": [...] or {field: [values]}, "fusion": [...]}), checked here
+    so a typo fails before any search; None: the server's default grid."""
+    if path is None:
+        return None
+    from service.search.tuning import parse_grid
 
-
-@dataclass(frozen=True)
-class Fusion:
-    method: str
-    query_weight: float | None = None
-    think_weight: float | None = None
-
-    @property
-    def label(self) -> str:
-        if self.method == "vector":
-            return "vector α=" + ("profile" if self.query_weight is None else f"{self.query_weight:g}")
-        return "rank w=" + ("0.3 (default)" if self.think_weight is None else f"{self.think_weight:g}")
-
-    def body(self) -> dict[str, Any]:
-        return {"method": self.method, "query_weight": self.query_weight, "think_weight": self.think_weight}
-
-    def policy(self) -> dict[str, Any]:
-        return {"fusion": self.method, "query_weight": self.query_weight, "think_weight": self.think_weight}
-
-
-@dataclass
-class TuneRow:
-    generation: str | None  # None: direct mode
-    fusion: str | None
-    queries: int
-    metrics: dict[str, float]
-    latency: dict[str, float]
-    served: dict[str, int]
-    cold_p50_ms: float | None = None  # the generation pass: thoughts made (or found) for each query
-    tokens_per_query: float | None = None  # worker tokens per query whose thoughts were made; None: all cached
-    policy: dict[str, Any] = field(default_factory=dict)  # what would be written for this row
-    winner: bool = False
-    # Queries whose nDCG@10 this row raises / lowers against direct's: how much of a small gain is a few queries.
-    vs_direct: tuple[int, int] | None = None
-    per_query: dict[str, float] = field(default_factory=dict, repr=False)  # nDCG@10 by query (not in the report)
-
-    @property
-    def label(self) -> str:
-        return "direct" if self.generation is None else f"{self.generation} / {self.fusion}"
-
-    @property
-    def fully_thought(self) -> bool:
-        return self.served.get("think", 0) == self.queries
-
-
-def load_grid(path: str | None) -> tuple[list[Generation], list[Fusion]]:
-    """The default grid, or a JSON file {"generation": [...] or {field: [values]}, "fusion": [...]}."""
-    grid = DEFAULT_GRID if path is None else json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(grid, dict) or set(grid) - {"generation", "fusion"}:
-        raise SystemExit(f"--grid {path}: an object with 'generation' and 'fusion'")
-    gens = grid.get("generation", [{}])
-    if isinstance(gens, dict):  # {field: [values]}: the cross product
-        keys = list(gens)
-        gens = [dict(zip(keys, values, strict=True)) for values in itertools.product(*gens.values())]
-    generations = []
-    for i, g in enumerate(gens):
-        fields = {k: v for k, v in g.items() if k != "label"}
-        if unknown := set(fields) - set(GENERATION_FIELDS):
-            raise SystemExit(
-                f"--grid: generation {i}: unknown {sorted(unknown)}; fields: {', '.join(GENERATION_FIELDS)}"
-            )
-        label = g.get("label") or (", ".join(f"{k}={v!r}"[:40] for k, v in fields.items()) or "current")
-        generations.append(Generation(label, fields))
-    fusions = []
-    for i, f in enumerate(grid.get("fusion", DEFAULT_GRID["fusion"])):
-        if f.get("method") not in ("vector", "rank") or set(f) - {"method", "query_weight", "think_weight"}:
-            raise SystemExit(f"--grid: fusion {i}: {{'method': 'vector'|'rank', 'query_weight'?, 'think_weight'?}}")
-        fusions.append(Fusion(f["method"], f.get("query_weight"), f.get("think_weight")))
-    if not generations or not fusions:
-        raise SystemExit("--grid: at least one generation config and one fusion")
-    return generations, fusions
+    grid = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        generations, fusions = parse_grid(grid)
+    except ValueError as exc:
+        raise SystemExit(f"--grid {path}: {exc}") from None
+    return {
+        "generation": [{"label": g.label, **g.fields} for g in generations],
+        "fusion": [
+            {"method": f.method, "query_weight": f.query_weight, "think_weight": f.think_weight} for f in fusions
+        ],
+    }
 
 
 class Client:
     """The REST calls tuning makes; any 4xx/5xx or transport error ends the run with what the server said."""
 
-    def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float = 60.0) -> None:
         import httpx
 
-        from service.tools.evaluation import _Api
-
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
         self._errors = httpx.HTTPError
-        self.api = _Api(base_url, api_key)
-        self.api.http.timeout = httpx.Timeout(timeout_s, connect=10.0)
         self.base_url = base_url
 
-    def _call(self, what: str, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+    def call(self, what: str, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
         try:
-            r = self.api.http.request(method, path, **kwargs)
+            r = self.http.request(method, path, **kwargs)
         except self._errors as exc:
             raise SystemExit(f"{what}: {type(exc).__name__} talking to {self.base_url}: {exc}") from None
         if missing_ok and r.status_code == 404:
             return None
         if r.status_code >= 400:
             raise SystemExit(f"{what}: HTTP {r.status_code}: {r.text[:500]}")
-        return r
+        return r.json()
 
-    def collection(self, name: str) -> dict[str, Any] | None:
-        r = self._call(f"reading collection {name}", "GET", f"/v1/collections/{name}", missing_ok=True)
-        return None if r is None else r.json()
 
-    def patch(self, name: str, think: dict[str, Any]) -> dict[str, Any]:
-        r = self._call(
-            f"changing the think policy of {name} to {think}", "PATCH", f"/v1/collections/{name}", json={"think": think}
-        )
-        return r.json()["think"]
+def follow(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    """The job, polled with a progress bar until it ends; Ctrl-C cancels it (nothing is written then)."""
+    from tqdm import tqdm
 
-    def tokens(self) -> float | None:
-        """The worker tokens this gateway has had generated (one replica's count: run tuning against one)."""
-        m = TOKENS.search(self._call("reading /metrics", "GET", "/metrics").text)
-        return float(m.group(1)) if m else None
-
-    def search(self, name: str, body: dict[str, Any]) -> tuple[dict, float]:
+    job_id = job["job_id"]
+    with tqdm(total=job["tune"]["searches"], unit="search", desc="tuning") as bar:
         try:
-            return self.api.search(name, body)  # non-200: SystemExit with the server's problem text
-        except self._errors as exc:
-            raise SystemExit(f"search: {type(exc).__name__} talking to {self.base_url}: {exc}") from None
-
-
-@dataclass
-class Pass:
-    run: dict[str, dict[str, float]]
-    seconds: list[float]
-    served: Counter[str]
-    states: Counter[str]  # thought_cache of think answers: miss = this search had the thoughts made
-
-
-def run_pass(
-    client: Client, collection: str, queries: dict[str, str], body: Callable[[str], dict], concurrency: int, bar: tqdm
-) -> Pass:
-    result = Pass({}, [], Counter(), Counter())
-    pool = ThreadPoolExecutor(concurrency)
-    try:
-        futures = {qid: pool.submit(client.search, collection, body(text)) for qid, text in queries.items()}
-        for qid, future in futures.items():
-            response, elapsed = future.result()
-            # A document never ranks against the query it came from (BEIR's rule, as in `eval`).
-            result.run[qid] = {h["id"]: h["score"] for h in response["results"] if h["id"] != qid}
-            result.served[response["mode"] + (" (degraded)" if response["degraded"] else "")] += 1
-            if response.get("thought_cache"):
-                result.states[response["thought_cache"]] += 1
-            result.seconds.append(elapsed)
-            bar.update()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # an error or Ctrl-C does not wait for the queued searches
-    return result
-
-
-def settle(client: Client, name: str, original: dict[str, Any], touched: Sequence[str], write: dict[str, Any]) -> None:
-    """The generation fields tuning changed go back to what they were, then `write` is applied.
-
-    GET shows a policy with defaults filled in, so a field is reset to null first: where the original equals that
-    default it stays null (it follows the service's settings, as a field never set does), else it is set again."""
-    changes: dict[str, Any] = {}
-    if touched:
-        defaults = client.patch(name, {f: None for f in touched})
-        changes = {f: original[f] for f in touched if original[f] != defaults[f]}
-    changes.update(write)
-    if changes:
-        client.patch(name, changes)
-
-
-def restore(client: Client, name: str, original: dict[str, Any], touched: Sequence[str]) -> None:
-    """After a failure: the collection keeps its policy, if the server still answers (the failure is reported)."""
-    try:
-        settle(client, name, original, touched, {})
-    except (SystemExit, Exception) as exc:
-        print(f"\nwarning: could not restore the think policy of {name} ({exc}); it was: {json.dumps(original)}")
+            while job["status"] in ("queued", "running"):
+                time.sleep(POLL_S)
+                job = client.call("following the tuning job", "GET", f"/v1/jobs/{job_id}")
+                bar.set_description(job["tune"]["stage"][:60])
+                bar.update(job["tune"]["done"] - bar.n)
+        except KeyboardInterrupt:
+            client.call("cancelling the tuning job", "DELETE", f"/v1/jobs/{job_id}")
+            raise
+    return job
 
 
 def tune(
@@ -233,14 +100,13 @@ def tune(
     timeout_s: float = 300.0,
     min_gain: float = 0.0,
 ) -> tuple[list[TuneRow], dict[str, Any]]:
-    """The rows (direct first) and the collection's think policy at the end."""
-    from tqdm import tqdm
+    """The rows (direct first) and the outcome (best row, thinking on or off, what was written, the policy now)."""
+    from service.search.tuning import TuneRow
+    from service.tools.evaluation import judged_queries
 
-    from service.tools.evaluation import judged_queries, latency_percentiles, score, search_body
-
-    generations, fusions = load_grid(grid)
-    client = Client(base_url, api_key, timeout_s + 30)
-    detail = client.collection(collection)
+    body_grid = load_grid(grid)
+    client = Client(base_url, api_key)
+    detail = client.call(f"reading collection {collection}", "GET", f"/v1/collections/{collection}", missing_ok=True)
     if detail is None or not detail["count"]:
         state = "does not exist" if detail is None else "is empty"
         raise SystemExit(
@@ -250,96 +116,34 @@ def tune(
     queries, qrels = judged_queries(Path(data_dir), split, max_queries)
     if not queries:
         raise SystemExit(f"no judged queries in {data_dir} for split {split}")
-    original = detail["think"]
-    touched = sorted({f for g in generations for f in g.fields}, key=GENERATION_FIELDS.index)
-    # The server's own deadline comes before the client's timeout: a slow thought answers direct, marked degraded.
-    deadline_ms = int(min(600_000, timeout_s * 1000))
-
-    def body(mode: str, fusion: Fusion | None = None) -> Callable[[str], dict]:
-        def make(text: str) -> dict:
-            b = search_body(text, mode, None)
-            if mode == "think":
-                b["deadline_ms"] = deadline_ms
-            if fusion is not None:
-                b["fusion"] = fusion.body()
-            return b
-
-        return make
-
-    def row(p: Pass, generation: str | None = None, fusion: str | None = None, **extra: Any) -> TuneRow:
-        import pytrec_eval
-
-        lat = latency_percentiles(p.seconds)
-        got = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(p.run)
-        each = {q: got.get(q, {}).get("ndcg_cut_10", 0.0) for q in qrels}
-        return TuneRow(
-            generation, fusion, len(queries), score(qrels, p.run), lat, dict(p.served), **extra, per_query=each
-        )
-
-    total = len(queries) * (1 + len(generations) * (1 + len(fusions)))
-    rows: list[TuneRow] = []
-    with tqdm(total=total, unit="search", desc="direct") as bar:
-        rows.append(row(run_pass(client, collection, queries, body("direct"), concurrency, bar)))
-        try:
-            for gen in generations:
-                if touched:
-                    client.patch(collection, {f: gen.fields.get(f, original[f]) for f in touched})
-                    time.sleep(POLICY_TTL_S)
-                bar.set_description(f"{gen.label}: thinking")
-                before = client.tokens()
-                made = run_pass(client, collection, queries, body("think"), concurrency, bar)
-                after = client.tokens()
-                if not made.served.get("think"):
-                    raise SystemExit(
-                        f"{gen.label}: no search was answered in think mode ({dict(made.served)}): "
-                        "is a thought worker attached (THINKER_URL)?"
-                    )
-                generated = made.states.get("miss", 0)
-                per_query = (after - before) / generated if generated and None not in (before, after) else None
-                cold = latency_percentiles(made.seconds)["p50_ms"]
-                for fusion in fusions:
-                    bar.set_description(f"{gen.label}: {fusion.label}")
-                    p = run_pass(client, collection, queries, body("think", fusion), concurrency, bar)
-                    policy = {**gen.fields, **fusion.policy()}
-                    rows.append(
-                        row(p, gen.label, fusion.label, cold_p50_ms=cold, tokens_per_query=per_query, policy=policy)
-                    )
-                if (spent := client.tokens()) is not None and after is not None and spent > after:
-                    print(
-                        f"\nwarning: {gen.label}: the fusion passes had {spent - after:.0f} tokens generated "
-                        "(thoughts evicted from the cache, or other traffic on this gateway)"
-                    )
-        except BaseException:
-            restore(client, collection, original, touched)
-            raise
-
-    direct = rows[0]
-    for r in rows[1:]:
-        diffs = [r.per_query[q] - direct.per_query[q] for q in qrels]
-        r.vs_direct = (sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs))
-    eligible = [r for r in rows[1:] if r.fully_thought]
+    body = {
+        "queries": queries,
+        "qrels": qrels,
+        "grid": body_grid,
+        "dry_run": dry_run,
+        "min_gain": min_gain,
+        "concurrency": concurrency,
+        # The server's own deadline: a slow thought answers direct, marked degraded (and the row is no candidate).
+        "deadline_ms": int(min(600_000, timeout_s * 1000)),
+    }
+    job = client.call(f"starting a tuning job on {collection}", "POST", f"/v1/collections/{collection}/tune", json=body)
+    job = follow(client, job)
+    if job["status"] != "succeeded":
+        raise SystemExit(f"tuning job {job['job_id']} ended {job['status']}: {job.get('error') or ''}")
+    result = job["tune"]["result"]
+    rows = [TuneRow.from_public(r) for r in result["rows"]]
     for r in rows[1:]:
         if not r.fully_thought:
             print(f"warning: {r.label}: not every query was answered in think mode ({r.served}): not a candidate")
-    if not eligible:
-        restore(client, collection, original, touched)
-        raise SystemExit("no policy was measured on every query in think mode: nothing written")
-    # Best think row by nDCG@10, then Recall@100 and MRR@10; on a full tie the cheaper one (fewer tokens).
-    order = ("ndcg@10", "recall@100", "mrr@10")
-    best = max(eligible, key=lambda r: (*(r.metrics[k] for k in order), -(r.tokens_per_query or 0.0)))
-    thinks = best.metrics["ndcg@10"] > direct.metrics["ndcg@10"] + min_gain  # a tie goes to direct: it is cheaper
-    (best if thinks else direct).winner = True
-    # Thinking off still keeps the best think config, for searches that ask `think: true` themselves.
-    write = {**best.policy, "enabled": thinks}
-    settle(client, collection, original, touched, {} if dry_run else write)
-    final = client.collection(collection)
-    return rows, {
-        "think": final["think"] if final else None,
-        "best": best.label,
-        "thinking": thinks,
-        "written": None if dry_run else write,
-        "original": original,
+    outcome = {
+        "think": result["policy"],
+        "best": result["best"],
+        "thinking": result["thinking"],
+        "written": result["written"],
+        "original": result["original"],
+        "job_id": job["job_id"],
     }
+    return rows, outcome
 
 
 def _fmt(value: float | None, spec: str, none: str) -> str:
@@ -376,10 +180,6 @@ NOTES = (
 )
 
 
-def _public(row: TuneRow) -> dict[str, Any]:
-    return {k: v for k, v in asdict(row).items() if k != "per_query"} | {"label": row.label}
-
-
 def write_report(rows: Sequence[TuneRow], outcome: dict[str, Any], out: Path, context: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -390,7 +190,7 @@ def write_report(rows: Sequence[TuneRow], outcome: dict[str, Any], out: Path, co
     ]
     text = "\n".join(lines) + "\n\n" + markdown_table(rows) + "\n" + NOTES + "\n"
     (out / "report.md").write_text(text, encoding="utf-8")
-    payload = {"when": when, **context, **outcome, "rows": [_public(r) for r in rows]}
+    payload = {"when": when, **context, **outcome, "rows": [r.public() for r in rows]}
     (out / "report.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return out / "report.md"
 
@@ -431,7 +231,7 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", required=True, help="qrels/SPLIT.tsv: a split you do not report on, e.g. train")
     p.add_argument("--collection", required=True, help="holds the corpus already (thinksearch ingest or eval)")
     p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY; PATCH needs scope admin")
+    p.add_argument("--api-key", default=None, help="or THINKSEARCH_API_KEY; tuning needs scope admin")
     p.add_argument("--max-queries", type=int, default=None, help="the first N judged queries in sorted id order")
     p.add_argument("--grid", default=None, help="JSON {generation: [...] or {field: [values]}, fusion: [...]}")
     p.add_argument("--dry-run", action="store_true", help="measure only: the policy is left as it was")

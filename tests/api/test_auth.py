@@ -23,7 +23,16 @@ KEYS = {
 RIGHT = {"search": "k-search-only", "ingest": "k-ingest-only", "admin": ADMIN_KEY}
 WRONG = {"search": "k-ingest-only", "ingest": "k-search-only", "admin": "k-search-ingest"}
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-PARAMS = {"name": "matrix", "doc_id": "d1", "job_id": "no-such-job"}
+# The browser console's own files (docs/api.md, "Console"): the page asks for a key and calls the API with it.
+OPEN_PATHS |= {"/", "/ui", "/ui/{page:path}", "/ui/assets/{asset}"}
+PARAMS = {
+    "name": "matrix",
+    "doc_id": "d1",
+    "job_id": "no-such-job",
+    "key_id": "no-such-key",
+    "alias": "no-such-alias",
+    "snapshot_id": "20000101T000000000Z-00000000",
+}
 
 
 def auth(key: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The in-process embedder (real MiniLM): merged calls give the same vectors, and queries overtake an ingest."""
+"""The in-process embedder (real MiniLM), on both backends (ONNX Runtime, torch): merged calls give the same
+vectors, and queries overtake an ingest (the lanes of service/clients/embedding_lanes.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.clients.local_embedder import WORK_CHUNK, LocalEmbedder
+from service.clients.embedding_lanes import WORK_CHUNK
+from service.clients.local_embedder import LocalEmbedder
+from service.clients.onnx_embedder import OnnxEmbedder
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    e = LocalEmbedder(None, batch_size=16)
+@pytest.fixture(scope="module", params=["onnx", "torch"])
+def embedder(request):
+    e = OnnxEmbedder(None, batch_size=16) if request.param == "onnx" else LocalEmbedder(None, batch_size=16)
     yield e
     asyncio.run(e.aclose())
 

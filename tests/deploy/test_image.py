@@ -1,10 +1,10 @@
 """The container image, built and run by the real Docker engine (`--network host` only).
 
-Builds the `local` target (and `slim`, sharing its builder layers) from the locally bootstrapped
-debian:bookworm-slim, runs it on a free loopback port with a read-only root filesystem (as the chart does),
+Builds the `local` target (and `slim` and `local-torch`, sharing its builder layers) from the locally bootstrapped
+debian:bookworm-slim, runs `local` on a free loopback port with a read-only root filesystem (as the chart does),
 waits for its HEALTHCHECK, then creates a collection, ingests and searches through it; checks it runs as
-non-root, carries no build-time CA bundle, and stops cleanly on SIGTERM. Skips (never passes) only when no
-engine can start.
+non-root, embeds on ONNX Runtime without torch, carries no build-time CA bundle, and stops cleanly on SIGTERM.
+Skips (never passes) only when no engine can start.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def images(engine: None) -> dict[str, str]:
     print(f"base image {BASE_IMAGE} ready in {time.monotonic() - t0:.1f} s")
     build_args = _stage_build_extras()
     # Fixed tags, kept after the run: the next build on this machine reuses their layers.
-    tags = {"local": "thinksearch:test-local", "slim": "thinksearch:test-slim"}
+    tags = {"local": "thinksearch:test-local", "slim": "thinksearch:test-slim", "local-torch": "thinksearch:test-torch"}
     try:
-        for target in ("local", "slim"):
+        for target in ("local", "slim", "local-torch"):
             seconds, _ = build(REPO_ROOT, tags[target], target, build_args)
             size = image_size(tags[target]) / 2**20
             print(f"built {target}: {seconds:.1f} s, {size:.0f} MiB (load {os.getloadavg()[0]:.2f})")
@@ -180,6 +180,26 @@ def test_slim_has_no_torch(images: dict[str, str]) -> None:
     assert out == "True True"
 
 
+def test_local_image_embeds_on_onnx_without_torch(images: dict[str, str]) -> None:
+    """The in-process image: ONNX Runtime, the tokenizer and the exported model; no torch, no sentence-transformers."""
+    out = docker(
+        "run", "--rm", "--network", "host", "--entrypoint", "python3", images["local"], "-c",
+        "import importlib.util as u, os; print([u.find_spec(m) is None for m in ('torch', 'sentence_transformers',"
+        " 'transformers')], [u.find_spec(m) is not None for m in ('onnxruntime', 'tokenizers')],"
+        " sorted(os.listdir(os.environ['EMBEDDER_ONNX_DIR'])), os.environ['EMBEDDER_BACKEND'])",
+    )  # fmt: skip
+    assert out == "[True, True, True] [True, True] ['model.onnx', 'thinksearch.json', 'tokenizer.json'] onnx"
+
+
+def test_the_torch_image_keeps_the_torch_backend(images: dict[str, str]) -> None:
+    out = docker(
+        "run", "--rm", "--network", "host", "--entrypoint", "python3", images["local-torch"], "-c",
+        "import os, torch, sentence_transformers; print(torch.version.cuda, os.environ['EMBEDDER_BACKEND'])",
+        timeout=180,
+    )  # fmt: skip
+    assert out == "None torch"
+
+
 def test_local_image_serves_and_stops_on_sigterm(container: dict[str, str]) -> None:
     name, url = container["name"], container["url"]
     _wait_healthy(name)
@@ -198,6 +218,9 @@ def test_local_image_serves_and_stops_on_sigterm(container: dict[str, str]) -> N
         r = client.post("/v1/collections/imagetest/search", json={"query": "powerhouse of the cell", "top_k": 2})
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["id"] == "a"
+    # The serving process (PID 1) embeds with ONNX Runtime's library, and never loaded torch's.
+    maps = docker("exec", name, "cat", "/proc/1/maps")
+    assert "libonnxruntime" in maps and "libtorch" not in maps
 
     docker("kill", "--signal", "TERM", name)
     exit_code = docker("wait", name, timeout=60)

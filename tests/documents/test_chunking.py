@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.clients.local_embedder import LocalEmbedder
+from service.clients.onnx_embedder import OnnxEmbedder
 from service.documents.chunking import ApproximateTokens, Chunker, TokenizerTokens
 from service.model.collections import ChunkingParams
 from service.model.documents import StoredDocument
@@ -162,11 +162,11 @@ def test_chunking_option_is_validated(gateway: Gateway):
 
 
 @pytest.fixture(scope="module")
-def embedder() -> LocalEmbedder:
-    return LocalEmbedder(None, 16)
+def embedder() -> OnnxEmbedder:
+    return OnnxEmbedder(None, 16)  # the default backend (tests/clients: torch counts the same tokens)
 
 
-def test_chunks_fit_the_window_overlap_and_cover_the_text(embedder: LocalEmbedder):
+def test_chunks_fit_the_window_overlap_and_cover_the_text(embedder: OnnxEmbedder):
     tokens = TokenizerTokens(embedder.tokenizer, embedder.max_tokens - 2)
     assert tokens.window == 254
     profile = make_profile(Settings())
@@ -190,7 +190,7 @@ def test_chunks_fit_the_window_overlap_and_cover_the_text(embedder: LocalEmbedde
     assert chunker.prepare([StoredDocument("s", "short text", "", {}), doc], None).truncated == {"long"}
 
 
-def test_approximate_tokens_count_at_least_the_model_tokens_on_english_text(embedder: LocalEmbedder):
+def test_approximate_tokens_count_at_least_the_model_tokens_on_english_text(embedder: OnnxEmbedder):
     text = long_document()["text"]
     exact = len(TokenizerTokens(embedder.tokenizer, 254).offsets([text])[0])
     approx = len(ApproximateTokens(254).offsets([text])[0])

@@ -2,8 +2,8 @@
 
 No Qdrant server binary can be installed on the build machines, yet server mode (`QDRANT_URL`) and several
 processes sharing one store (separate ingestion workers) must be tested. This small HTTP app serves the part of
-Qdrant's REST API that qdrant-client calls (collections, payload indexes, upsert, count, retrieve, delete by ids or
-filter, query, query groups), backed by qdrant-client's own local mode, so the service under test talks real
+Qdrant's REST API that qdrant-client calls (collections, payload indexes, upsert, count, retrieve, scroll, delete by ids
+or filter, query, query groups), backed by qdrant-client's own local mode, so the service under test talks real
 qdrant-client over real HTTP.
 Everything runs on one event loop: requests are applied one at a time, as local mode requires.
 
@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from qdrant_client import QdrantClient, models
 
+from tests.support.qdrant_standin_snapshots import add_snapshot_routes
 from tests.support.servers import _ManagedProcess, free_port, wait_http
 
 # qdrant-client checks the server's version against its own (major equal, minor within 1).
@@ -72,6 +73,14 @@ def create_app(path: str) -> FastAPI:
     async def collections() -> JSONResponse:
         return _ok(client.get_collections())
 
+    @app.get("/aliases")
+    async def aliases() -> JSONResponse:
+        return _ok(client.get_aliases())
+
+    @app.post("/collections/aliases")
+    async def change_aliases(body: models.ChangeAliasesOperation) -> JSONResponse:
+        return _ok(client.update_collection_aliases(change_aliases_operations=body.actions))
+
     @app.get("/collections/{name}/exists")
     async def exists(name: str) -> JSONResponse:
         return _ok({"exists": client.collection_exists(name)})
@@ -118,6 +127,18 @@ def create_app(path: str) -> FastAPI:
             )
         )
 
+    @app.post("/collections/{name}/points/scroll")
+    async def scroll(name: str, body: models.ScrollRequest) -> JSONResponse:
+        records, offset = client.scroll(
+            name,
+            scroll_filter=body.filter,
+            limit=body.limit or 10,
+            offset=body.offset,
+            with_payload=body.with_payload if body.with_payload is not None else True,
+            with_vectors=body.with_vector or False,
+        )
+        return _ok({"points": [r.model_dump(mode="json") for r in records], "next_page_offset": offset})
+
     @app.post("/collections/{name}/points/delete")
     async def delete(name: str, body: models.PointIdsList | models.FilterSelector) -> JSONResponse:
         return _ok(client.delete(name, points_selector=body, wait=True))
@@ -141,6 +162,7 @@ def create_app(path: str) -> FastAPI:
         args = _query_args(body)
         return _ok(client.query_points_groups(name, group_by=body.group_by, group_size=body.group_size or 1, **args))
 
+    add_snapshot_routes(app, client, path, _ok, _error)  # collection snapshots (qdrant_standin_snapshots.py)
     return app
 
 

@@ -69,7 +69,7 @@ def test_useless_thoughts_lose_to_direct_and_thinking_is_switched_off(tgw, vllm,
     args = ["tune", "--data", str(data), "--split", "train", "--collection", name, "--url", tgw.url]
     args += ["--grid", str(tmp_path / "grid.json"), "--concurrency", "2"]
 
-    # (c) A dry run measures every row and leaves the policy as it was (its generation fields were changed meanwhile).
+    # (c) A dry run measures every row and leaves the policy as it was.
     requests = vllm.completion_requests()
     main([*args, "--dry-run", "--report", str(tmp_path / "report")])
     assert tgw.client.get(f"/v1/collections/{name}").json()["think"] == before

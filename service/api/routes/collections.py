@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from service.api.auth import require, require_json
-from service.api.deps import CatalogDep, CollectionName
+from service.api.auth import refuse, require, require_json
+from service.api.deps import CatalogDep, CollectionName, PrincipalDep
 from service.api.mappers import chunking_params, described, hnsw_params, policy_changes, think_policy
 from service.api.protocol import (
     CollectionCreate,
@@ -24,7 +24,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
     response_model=CollectionCreated,
     dependencies=[require("admin"), Depends(require_json)],
 )
-async def create_collection(body: CollectionCreate, catalog: CatalogDep) -> CollectionCreated:
+async def create_collection(body: CollectionCreate, catalog: CatalogDep, principal: PrincipalDep) -> CollectionCreated:
+    if not principal.reaches(body.name):
+        raise refuse(403, "collection", "This key may not reach this collection.", principal)
     hnsw = hnsw_params(body.hnsw.m, body.hnsw.ef_construct) if body.hnsw else None
     chunking = chunking_params(body.chunking)
     policy = think_policy(body.think) if body.think else None
@@ -33,8 +35,8 @@ async def create_collection(body: CollectionCreate, catalog: CatalogDep) -> Coll
 
 
 @router.get("", response_model=CollectionList, dependencies=[require("search")])
-async def list_collections(catalog: CatalogDep) -> CollectionList:
-    pairs = await catalog.list_collections()
+async def list_collections(catalog: CatalogDep, principal: PrincipalDep) -> CollectionList:
+    pairs = [(n, c) for n, c in await catalog.list_collections() if principal.reaches(n)]
     return CollectionList(collections=[CollectionSummary(name=n, count=c) for n, c in pairs])
 
 
@@ -58,6 +60,7 @@ async def update_collection(name: CollectionName, body: CollectionPatch, catalog
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=[require("admin")])
-async def delete_collection(name: CollectionName, catalog: CatalogDep) -> Response:
-    await catalog.drop_collection(name)
+async def delete_collection(name: CollectionName, catalog: CatalogDep, force: bool = False) -> Response:
+    """409 while aliases point to it, unless `?force=true` (its aliases are removed with it)."""
+    await catalog.drop_collection(name, force=force)
     return Response(status_code=204)

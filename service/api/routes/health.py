@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.auth import caller
-from service.api.problems import RETRY_AFTER_S
+from service.api.auth import caller, refuse
+from service.api.problems import RETRY_AFTER_S, Problem
 from service.api.protocol import DependencyState, Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -70,5 +70,15 @@ async def _probe(check) -> DependencyState:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    """METRICS_ACCESS: open, admin (an admin key; whoever calls an open service) or off (as if there were none)."""
+    access = request.app.state.settings.metrics_access
+    if access == "off":
+        raise Problem(404, "Not Found")
+    if access == "admin":
+        principal = caller(request)
+        if principal is None:
+            raise refuse(401, "invalid", "Missing or invalid API key.", headers={"WWW-Authenticate": "Bearer"})
+        if "admin" not in principal.scopes:
+            raise refuse(403, "scope", "This key lacks the 'admin' scope.", principal)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -32,8 +32,8 @@ from service.model.errors import (
     StoreUnavailable,
     VectorMismatch,
 )
-from service.store.base import SearchQuery
-from service.store.edge import translate
+from service.store.base import DocumentPage, SearchQuery
+from service.store.edge import pages, translate
 from service.store.edge.collection import Collection
 from service.store.edge.disk import META, SHARD, collection_names, fsync_dir, recover_swap, write_json
 from service.store.edge.indexing import IndexBuilder
@@ -85,6 +85,10 @@ class EdgeStore:
         self._open: dict[str, Collection] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # the background index builds
         self._indexing = IndexBuilder(self._call, self._open, self._get, index_threshold)
+
+    @property
+    def root(self) -> Path:
+        return self._root
 
     # --- the store interface ---
 
@@ -160,6 +164,17 @@ class EdgeStore:
     async def delete(self, name: str, document_id: str) -> bool:
         await self._indexing.writable(name)
         return await self._call(self._delete, name, document_id)
+
+    async def browse(
+        self, name: str, limit: int, cursor: str | None = None, equal: dict[str, FilterValue] | None = None
+    ) -> DocumentPage:
+        return await self._call(lambda: pages.page(self._get(name), limit, cursor, equal))
+
+    async def delete_where(
+        self, name: str, *, equal: dict[str, FilterValue] | None = None, ids: list[str] | None = None
+    ) -> int:
+        await self._indexing.writable(name)
+        return await self._call(lambda: pages.delete_where(self._get(name), equal, ids))
 
     async def search(
         self,

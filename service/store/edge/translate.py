@@ -112,6 +112,19 @@ def edge_filter(equal: dict[str, FilterValue] | None) -> qe.Filter | None:
     return qe.Filter(must=[_condition(k, v) for k, v in equal.items()])
 
 
+def selection(
+    equal: dict[str, FilterValue] | None, ids: list[str] | None = None, *, first_chunks: bool = False
+) -> qe.Filter | None:
+    """Browse and delete by filter: points matching `equal`, of these parent ids, and (first_chunks) only each
+    document's chunk 0 (the same selection as qdrant_filters.selection)."""
+    must: list[Any] = [_condition(k, v) for k, v in (equal or {}).items()]
+    if ids is not None:
+        must.append(qe.FieldCondition(key=PARENT_KEY, match=qe.MatchAny(ids)))
+    if first_chunks:
+        must.append(qe.FieldCondition(key=CHUNK_KEY, match=qe.MatchValue(0)))
+    return qe.Filter(must=must) if must else None
+
+
 def edge_request(q: SearchQuery, sparse_side: bool) -> qe.QueryRequest:
     """One query: dense nearest, sparse nearest on the BM25 vector, or both prefetched and fused by the engine
     (the same shapes as qdrant._qc_query)."""

@@ -1,0 +1,1 @@
+"""Who may call what: API keys created at run time, shared by every replica."""

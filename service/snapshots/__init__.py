@@ -1,0 +1,1 @@
+"""Snapshots of collections and their restore (docs/api.md "Snapshots")."""

@@ -157,7 +157,18 @@ def test_thoughts_are_fused_as_hyde_says(gw):
         assert got[doc["id"]] == pytest.approx(float(score), abs=1e-4)
 
 
+def redis_breaker_closed(gw: Gateway, timeout_s: float = 60.0) -> None:
+    """A burst earlier in the module (32 concurrent searches on two busy cores) can time out the fail-fast Redis
+    client often enough to open its breaker: probe until it has closed again, so the cache is in play."""
+    deadline = time.monotonic() + timeout_s
+    while gw.app.state.services.breakers.state("redis") != "closed":
+        assert time.monotonic() < deadline, "the Redis breaker stayed open"
+        search(gw, unique("a probe of the cache"), think=False)  # a direct search reads the vector cache
+        time.sleep(0.5)
+
+
 def test_hung_worker_degrades_at_the_deadline_and_fills_the_cache_later(gw, vllm):
+    redis_breaker_closed(gw)
     query = unique("what is the immune system")
     before = vllm.completion_requests()
     deadline_misses = degraded_count(gw, "deadline")

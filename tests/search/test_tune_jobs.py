@@ -12,8 +12,11 @@ from tests.support.gateway import Gateway
 from tests.tools.test_tune import GRID, QUERIES, TOPICS, load
 
 DOCS = [{"_id": k, "title": t, "text": x} for k, (t, x) in TOPICS.items()]
+# Queries of this module's own (a word of their own each run): the thought cache, shared through Redis by the whole
+# session, must not answer tests/tools/test_tune.py's searches of the same topics, nor these, from an earlier run.
+TAG = uuid.uuid4().hex[:6]
 JUDGED = {
-    "queries": {q: t for q, (t, _) in QUERIES.items()},
+    "queries": {q: f"{t} {TAG}" for q, (t, _) in QUERIES.items()},
     "qrels": {q: {d: 1} for q, (_, d) in QUERIES.items()},
 }
 

@@ -198,7 +198,10 @@ class Bench:
             await http_direct()
             await bare_direct()
         n, tokens = THINK_ENV["THINK_N"], THINK_ENV["THINK_MAX_TOKENS"]
-        print(f"\n(a) sweep: {len(self.docs)} docs, n={n}, {tokens} new tokens, hybrid retrieval (the default) on both sides")
+        print(
+            f"\n(a) sweep: {len(self.docs)} docs, n={n}, {tokens} new tokens, "
+            "hybrid retrieval (the default) on both sides"
+        )
         print(f"    {'':34} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'req/s':>9}")
         for c in self.concurrency:
             n = max(self.requests, 2 * c)

@@ -120,7 +120,8 @@ def test_selectors_match_pod_labels_and_services(manifests: list[dict[str, Any]]
     for monitor in by_kind(manifests, "PodMonitor"):
         # Pods without a Service (workers) are scraped directly: the selector must find them and their port.
         want = monitor["spec"]["selector"]["matchLabels"]
-        pods = [d["spec"]["template"] for d in deployments if want.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        templates = [d["spec"]["template"] for d in deployments]
+        pods = [t for t in templates if want.items() <= t["metadata"]["labels"].items()]
         assert len(pods) == 1, monitor["metadata"]["name"]
         ports = {p["name"] for c in pods[0]["spec"]["containers"] for p in c.get("ports", [])}
         assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports

@@ -117,8 +117,10 @@ def test_client_disconnect_mid_stream_leaves_no_task_running(speed_gw, vllm):
                 in_flight = list(pipeline.in_flight._futures.values())
                 if not in_flight:
                     vllm.resume()
-                    rest = [(name, {k: data.get(k) for k in ("mode", "reason", "thought_cache")}) for name, data in events]
-                    print(f"attempt {attempt}: thinking ended first: {rest}; {errors_before} -> {thinker_error_lines(gw)}")
+                    fields = ("mode", "reason", "thought_cache")
+                    rest = [(name, {k: data.get(k) for k in fields}) for name, data in events]
+                    errors_after = thinker_error_lines(gw)
+                    print(f"attempt {attempt}: thinking ended first: {rest}; {errors_before} -> {errors_after}")
                     continue
                 loop = in_flight[0].get_loop()
                 assert pipeline_tasks(gw, loop)  # the thinking runs while the client is connected

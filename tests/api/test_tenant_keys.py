@@ -131,6 +131,16 @@ def test_each_tenant_reaches_only_its_own_collections(pair):
     r = gw.client.post("/v1/keys", json={"name": "wider", "scopes": ["admin"]}, headers=auth(admin_a))
     assert r.status_code == 403
     assert gw.client.get("/v1/keys", headers=auth(admin_a)).status_code == 403
+    # Snapshots: the other tenant's are refused before anything is read (own ones reach the store, which here, in
+    # qdrant-client's local mode, takes no snapshots: 409).
+    for method, path in [
+        ("POST", f"/v1/collections/{theirs}/snapshots"),
+        ("GET", f"/v1/collections/{theirs}/snapshots"),
+        ("GET", f"/v1/collections/{theirs}/snapshots/20260101T000000000Z-00000000"),
+    ]:
+        r = gw.client.request(method, path, headers=auth(admin_a))
+        assert r.status_code == 403 and r.json()["detail"] == refused[0], (method, path, r.text)
+    assert gw.client.post(f"/v1/collections/a{tag}-new/snapshots", headers=auth(admin_a)).status_code != 403
 
 
 def test_runtime_keys_are_honoured_and_revoked_on_every_replica_within_a_second(pair):

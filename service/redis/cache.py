@@ -7,6 +7,7 @@ A cache failure never fails a search: it is counted and the search goes on as a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -97,6 +98,9 @@ class RedisThoughtCache:
         self._redis = client
         self._ttl_s = ttl_s
         self._breakers = breakers
+        # Reads of a key in flight: identical concurrent lookups (a burst of one cold query) share one round trip,
+        # so a stalled moment costs one timeout against the breaker, not one per waiting search.
+        self._reads: dict[str, asyncio.Future[bytes | None]] = {}
 
     def _breaker(self) -> contextlib.AbstractAsyncContextManager[None]:
         # Once Redis has failed repeatedly it is not asked for a while: a dead Redis costs nothing, not a timeout.
@@ -133,6 +137,13 @@ class RedisThoughtCache:
         await self._set_raw(key, entry.encode())
 
     async def _get_raw(self, key: str) -> bytes | None:
+        read = self._reads.get(key)
+        if read is None or read.get_loop() is not asyncio.get_running_loop():
+            read = self._reads[key] = asyncio.ensure_future(self._read(key))
+            read.add_done_callback(lambda done: self._reads.pop(key, None) if self._reads.get(key) is done else None)
+        return await asyncio.shield(read)  # one caller cancelled does not cancel the others' read
+
+    async def _read(self, key: str) -> bytes | None:
         try:
             async with self._breaker():
                 return await self._redis.get(key)

@@ -96,7 +96,7 @@ class RuntimeKeys:
         table = self._need_table()
         grants = await self._call(table.grants())
         used = await self._call(table.last_used())
-        used.update({k: v for k, v in self._touched.items()})  # this replica's uses not written yet
+        used.update(self._touched)  # this replica's uses not written yet
         return [(g, used.get(g.id)) for g in sorted(grants, key=lambda g: (g.created_at, g.id))]
 
     async def revoke(self, key_id: str) -> bool:

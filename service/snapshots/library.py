@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import time
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from service.store.edge.disk import write_json
 from service.store.snapshot_format import DATA, Manifest, SnapshotBackend, SnapshotInvalid, verify, write_archive
 
 SNAPSHOT_ID = re.compile(r"[0-9]{8}T[0-9]{9}Z-[0-9a-f]{8}")
@@ -103,7 +103,7 @@ class SnapshotLibrary:
             size_bytes=(folder / f"{snapshot_id}.tar").stat().st_size,
             backend=str(fields["backend"]),
         )
-        _write_json(folder / f"{snapshot_id}.json", snapshot.public())
+        write_json(folder / f"{snapshot_id}.json", snapshot.public())
         return snapshot
 
     async def list(self, collection: str) -> list[Snapshot]:
@@ -198,12 +198,3 @@ def _description(value: dict[str, Any]) -> dict[str, Any]:
         "size_bytes": int(value["size_bytes"]),
         "backend": value["backend"],
     }
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
+
+from service.store.edge.disk import write_json
 
 ALIASES_FILE = "aliases.json"
 
@@ -56,10 +56,6 @@ class FileAliases:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def _write(self, table: dict[str, str]) -> None:
+        # Under the lock; a reader sees the old table or the new one, never half of one (and after a crash too).
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".aliases-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(table, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)  # a reader sees the old table or the new one, never half of one
+        write_json(self._path, dict(sorted(table.items())))

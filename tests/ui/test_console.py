@@ -151,11 +151,21 @@ def test_search_with_think_streams_direct_then_think_and_thoughts(gw, console: C
     page.wait_for_selector(f"[data-testid=search-collection] option[value={name}]", state="attached")
     # Record every phase the result list goes through.
     page.evaluate(
+        # Both phases may render within one batch of mutations (two SSE events in one chunk): the phases the batch
+        # replaced are read from its records (old attribute values, removed lists), then the current one.
         """() => { window.phases = [];
-             new MutationObserver(() => { const el = document.querySelector('[data-testid=results]');
-               const phase = el && el.dataset.phase;
-               if (phase && window.phases.at(-1) !== phase) window.phases.push(phase);
-             }).observe(document.getElementById('view'), {subtree: true, childList: true, attributes: true}); }"""
+             const push = (p) => { if (p && window.phases.at(-1) !== p) window.phases.push(p); };
+             const results = (n) => n.nodeType === 1 &&
+               (n.matches('[data-testid=results]') ? n : n.querySelector('[data-testid=results]'));
+             new MutationObserver((records) => {
+               for (const r of records) {
+                 if (r.type === 'attributes' && r.attributeName === 'data-phase') push(r.oldValue);
+                 for (const n of r.removedNodes) { const el = results(n); if (el) push(el.dataset.phase); }
+               }
+               const el = document.querySelector('[data-testid=results]');
+               push(el && el.dataset.phase);
+             }).observe(document.getElementById('view'),
+                        {subtree: true, childList: true, attributes: true, attributeOldValue: true}); }"""
     )
     page.get_by_test_id("search-query").fill(f"what pulls the sea up and down {uuid.uuid4().hex[:6]}")
     page.get_by_test_id("search-think").check()
